@@ -184,7 +184,11 @@ class Book:
             self.pos_qty, self.pos_entry, self.contract_size[pi], self.mark[pi], self.pos_bracket, self.table
         )
         self.notional, self.unrealized_pnl = v.notional, v.unrealized_pnl
-        self.maintenance_margin, self.initial_margin, self.pos_bracket = v.maintenance_margin, v.initial_margin, v.bracket
+        self.maintenance_margin, self.initial_margin, self.pos_bracket = (
+            v.maintenance_margin,
+            v.initial_margin,
+            v.bracket,
+        )
         seg = (self._seg_starts, self._nonempty, self.n_accounts)
         self.acct_upnl = margin.segment_sum(v.unrealized_pnl, *seg)
         self.acct_mm = margin.segment_sum(v.maintenance_margin, *seg)
@@ -198,7 +202,9 @@ class Book:
         Returns the indices of the accounts whose ratio and level were updated.
         """
         if not (math.isfinite(price) and price > 0):
-            raise InputError(f"price for {self.instruments[instrument].symbol}: must be positive and finite, got {price!r}")
+            raise InputError(
+                f"price for {self.instruments[instrument].symbol}: must be positive and finite, got {price!r}"
+            )
         self.mark[instrument] = price
         self.mark_time[instrument] = received
         pos = self.inst_positions[self.inst_pos_start[instrument] : self.inst_pos_start[instrument + 1]]

@@ -101,7 +101,9 @@ def evaluate(snapshot: Snapshot) -> dict[str, Any]:
                     "maintenance_margin": float(book.maintenance_margin[p]),
                     "initial_margin": _num(book.initial_margin[p]),
                     "liquidation_price": _num(lp),
-                    "liquidation_distance_pct": _num(abs(mark[p] - lp) / mark[p] * 100.0) if math.isfinite(lp) else None,
+                    "liquidation_distance_pct": _num(abs(mark[p] - lp) / mark[p] * 100.0)
+                    if math.isfinite(lp)
+                    else None,
                 }
             )
         with np.errstate(divide="ignore", invalid="ignore"):

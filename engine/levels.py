@@ -46,7 +46,9 @@ def classify(
 ) -> np.ndarray:
     """Level code (0..3) for each ratio; NaN ratios (never produced by the engine) count as SAFE."""
     return (
-        (ratio <= warning).astype(np.int8) + (ratio <= critical).astype(np.int8) + (ratio <= liquidation).astype(np.int8)
+        (ratio <= warning).astype(np.int8)
+        + (ratio <= critical).astype(np.int8)
+        + (ratio <= liquidation).astype(np.int8)
     )
 
 

@@ -47,9 +47,12 @@ class BracketTable:
         for inst in instruments:
             start.append(len(floor))
             count.append(len(inst.brackets))
-            for b in inst.brackets:
+            for n, b in enumerate(inst.brackets):
                 floor.append(b.floor)
-                cap.append(np.inf if b.cap is None else b.cap)
+                # The last tier is open-ended here even when the table states a cap: a notional
+                # above it stays in the last tier instead of walking into the next instrument's block.
+                last = n == len(inst.brackets) - 1
+                cap.append(np.inf if b.cap is None or last else b.cap)
                 mmr.append(b.mmr)
                 cum.append(b.maintenance_amount or 0.0)
                 im_rate.append(np.nan if b.max_leverage is None else 1.0 / b.max_leverage)
@@ -133,10 +136,11 @@ def segment_sum(values: np.ndarray, starts: np.ndarray, nonempty: np.ndarray, n_
 
 
 def margin_ratio(equity: np.ndarray, maintenance_margin: np.ndarray) -> np.ndarray:
-    """equity / maintenance margin; +inf where nothing is held (maintenance margin 0)."""
+    """equity / maintenance margin; +inf where nothing is held (maintenance margin 0), NaN where
+    the maintenance margin is unknown (an unpriced position)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = equity / maintenance_margin
-    return np.where(maintenance_margin > 0, ratio, np.inf)
+    return np.where(maintenance_margin > 0, ratio, np.where(np.isnan(maintenance_margin), np.nan, np.inf))
 
 
 def liquidation_prices(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -154,7 +154,7 @@ class Position(Strict):
         return v
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     BUY = "buy"
     SELL = "sell"
 
@@ -193,9 +193,7 @@ class Account(Strict):
         if self.margin_mode == "isolated":
             for n, p in enumerate(self.positions):
                 if p.isolated_margin is None:
-                    raise ValueError(
-                        f"position {n} ({p.symbol}) needs isolated_margin in an isolated-mode account"
-                    )
+                    raise ValueError(f"position {n} ({p.symbol}) needs isolated_margin in an isolated-mode account")
         return self
 
 

@@ -1,0 +1,209 @@
+"""Configuration: where it is found, how it is validated, and the one writer that saves it.
+
+Lookup order: --config PATH > $CAPGUARD_CONFIG > $XDG_CONFIG_HOME/capguard/config.toml >
+the bundled default (config.toml, shipped inside the wheel). The file is read with tomlkit
+and validated by pydantic models that refuse unknown keys. An invalid file raises
+ConfigError with one message naming the key and the problem.
+
+Writing back (threshold edits from the console or the API) goes through `ConfigWriter`:
+the change is applied to the tomlkit document so comments and layout are kept, the result
+is validated whole, then written atomically (temporary file + rename). When the file in
+force is the read-only bundled default, it is first copied to the user's config path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from tomlkit.exceptions import ParseError
+from tomlkit.toml_document import TOMLDocument
+
+from engine.levels import Thresholds
+from engine.model import Instrument
+from engine.sim.config import SimulatorConfig
+
+EX_CONFIG = 78  # sysexits: configuration error
+
+
+class ConfigError(Exception):
+    """The configuration was refused; the message names the file, the key and the problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConsoleConfig(Strict):
+    theme: str = "dark"
+    refresh_hz: float = Field(default=4.0, gt=0, le=30)
+
+
+class Config(Strict):
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    instruments: list[Instrument] = Field(default_factory=list)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        symbols = [i.symbol for i in self.instruments]
+        seen: set[str] = set()
+        for s in symbols:
+            if s in seen:
+                raise ValueError(f"instrument {s} is listed twice")
+            seen.add(s)
+        for s in self.simulator.markets:
+            if s not in seen:
+                raise ValueError(f"simulator.markets.{s}: no instrument with that symbol")
+        return self
+
+
+def bundled_config_path() -> Path:
+    """The default config.toml: inside the wheel (engine/data/) or at the source tree's root."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "data" / "config.toml"
+    return packaged if packaged.exists() else here.parent / "config.toml"
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "capguard" / "config.toml"
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "capguard"
+
+
+def data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "capguard"
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """The configuration file in force and why: (path, source)."""
+    if explicit:
+        return Path(explicit), "--config"
+    env = os.environ.get("CAPGUARD_CONFIG")
+    if env:
+        return Path(env), "$CAPGUARD_CONFIG"
+    user = user_config_path()
+    if user.exists():
+        return user, "user config"
+    return bundled_config_path(), "bundled default"
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            name = node.get("id") or node.get("symbol") if isinstance(node, dict) else None
+            parts.append(label + (f" ({name})" if isinstance(name, str) else ""))
+        else:
+            node = node.get(item) if isinstance(node, dict) else None
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def describe_validation_error(exc: ValidationError, data: Any) -> str:
+    lines = []
+    for err in exc.errors():
+        where = _location(err["loc"], data)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(lines)
+
+
+def parse_config(text: str, origin: str = "<config>") -> tuple[Config, TOMLDocument]:
+    try:
+        doc = tomlkit.parse(text)
+    except ParseError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    data = doc.unwrap()
+    try:
+        return Config.model_validate(data), doc
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {describe_validation_error(exc, data)}") from None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> LoadedConfig:
+    path, source = find_config(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from None
+    config, doc = parse_config(text, str(path))
+    return LoadedConfig(config=config, path=path, source=source, document=doc)
+
+
+@dataclass
+class LoadedConfig:
+    config: Config
+    path: Path
+    source: str
+    document: TOMLDocument
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.path.resolve() == bundled_config_path().resolve()
+
+
+class ConfigWriter:
+    """The one place that writes the configuration back to disk."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+
+    def update(self, edit: Callable[[TOMLDocument], None]) -> Config:
+        """Apply `edit` to a copy of the document, validate it whole, and write it atomically.
+
+        Nothing is written when validation fails (ConfigError). Returns the new Config.
+        """
+        doc = tomlkit.parse(tomlkit.dumps(self.loaded.document))
+        edit(doc)
+        text = tomlkit.dumps(doc)
+        target = self.loaded.path
+        if self.loaded.is_bundled:
+            target = user_config_path()
+        config, doc = parse_config(text, str(target))
+        # The bundled default is read-only: the edited copy (its comments kept) becomes the
+        # user's config file, which the lookup order prefers from then on.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.loaded = LoadedConfig(config=config, path=target, source=self.loaded.source, document=doc)
+        return config
+
+    def set_value(self, dotted: str, value: Any) -> Config:
+        """Set a key such as `thresholds.warning` or `accounts.acct-7.thresholds.warning`."""
+        keys = dotted.split(".")
+
+        def edit(doc: TOMLDocument) -> None:
+            node: Any = doc
+            for key in keys[:-1]:
+                if key not in node:
+                    node[key] = tomlkit.table()
+                node = node[key]
+            node[keys[-1]] = value
+
+        return self.update(edit)

@@ -1,0 +1,1 @@
+"""The embedded market simulator: a real implementation of the feed (and later broker) interfaces."""
