@@ -135,6 +135,9 @@ class Book:
         self.equity = self.wallet.copy()
         self.ratio = np.full(self.n_accounts, np.inf)
         self.level = np.zeros(self.n_accounts, dtype=np.int8)
+        # Start from the valued state at the current marks (NaN, i.e. unknown, where unpriced), so
+        # a first apply_tick never counts an unpriced position's margin as 0.
+        self.revalue()
 
     def _load_orders(self, accounts: list[Account]) -> None:
         rows = [(a, o) for a, acct in enumerate(accounts) for o in acct.open_orders]
@@ -286,6 +289,65 @@ class Book:
             self.pos_isolated_margin[pos] + self.unrealized_pnl[pos], self.maintenance_margin[pos]
         )
 
+    def revalue_accounts(self, accts: np.ndarray) -> None:
+        """Exact revaluation of some accounts' positions and sums (after fills, wallet changes)."""
+        accts = np.asarray(accts, dtype=np.int64)
+        pos = ranges(self.acct_pos_start[accts], self.acct_pos_count[accts])
+        if pos.size:
+            pi = self.pos_instrument[pos]
+            v = margin.value_positions(
+                self.pos_qty[pos],
+                self.pos_entry[pos],
+                self.contract_size[pi],
+                self.mark[pi],
+                self.pos_bracket[pos],
+                self.table,
+            )
+            self.notional[pos], self.unrealized_pnl[pos] = v.notional, v.unrealized_pnl
+            self.maintenance_margin[pos], self.initial_margin[pos] = v.maintenance_margin, v.initial_margin
+            self.pos_bracket[pos] = v.bracket
+        self._resum(accts)
+        self._finish_accounts(accts)
+
+    def apply_fill(self, position: int, qty: float, price: float, fee: float = 0.0) -> float:
+        """Book a fill that reduces a position (capguard only sends reduce-only orders).
+
+        `qty` is signed contracts traded (negative sells). Realised PnL and the fee move the
+        wallet; the entry price of what remains is unchanged. Refused whole when the fill
+        would flip or grow the position. Returns the realised PnL (before the fee).
+        """
+        held = float(self.pos_qty[position])
+        if not (math.isfinite(qty) and math.isfinite(price) and price > 0 and math.isfinite(fee)):
+            raise InputError(f"fill on position {position}: qty, price and fee must be finite, price positive")
+        if qty == 0 or held == 0 or np.sign(qty) == np.sign(held) or abs(qty) > abs(held) * (1 + 1e-12):
+            raise InputError(f"fill of {qty} on a position of {held}: only reductions are booked")
+        a = int(self.pos_account[position])
+        cs = self.contract_size[self.pos_instrument[position]]
+        realized = -qty * cs * (price - self.pos_entry[position])
+        remaining = held + qty
+        self.pos_qty[position] = 0.0 if abs(remaining) <= abs(held) * 1e-12 else remaining
+        self.wallet[a] += realized - fee
+        if self.isolated[a]:
+            # The closed share of the isolated margin is released to the wallet (which already
+            # counts it); realised PnL settles in the wallet, as on Binance.
+            self.pos_isolated_margin[position] *= abs(self.pos_qty[position]) / abs(held)
+        self.revalue_accounts(np.array([a]))
+        return realized
+
+    def remove_orders(self, mask: np.ndarray) -> None:
+        """Drop open orders (cancelled or filled) selected by a boolean mask."""
+        keep = ~np.asarray(mask, dtype=bool)
+        for name in ("ord_account", "ord_instrument", "ord_side", "ord_qty", "ord_price", "ord_reduce_only"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def exposure_increasing_orders(self, account: int) -> np.ndarray:
+        """Mask of an account's open orders that would increase its exposure."""
+        held = np.zeros(self.ord_qty.size)
+        k = self.find_positions(self.ord_account, self.ord_instrument)
+        held[k >= 0] = self.pos_qty[k[k >= 0]]
+        increasing = (held * self.ord_side >= 0) | (self.ord_qty > np.abs(held))
+        return (self.ord_account == account) & ~self.ord_reduce_only & increasing
+
     # ------------------------------------------------------------------ derived figures
     def liquidation_prices(self) -> np.ndarray:
         """Liquidation price per position (NaN where none exists); see margin.liquidation_prices."""
@@ -321,9 +383,11 @@ class Book:
         increasing = np.where(same_way, self.ord_qty, np.maximum(0.0, self.ord_qty - np.abs(held)))
         increasing = np.where(self.ord_reduce_only, 0.0, increasing)
         cs = self.contract_size[self.ord_instrument]
-        after = (np.abs(held) + increasing) * cs * self.ord_price
+        # Same way: the position grows to |held| + qty; opposite way it flips to qty - |held|.
+        after = np.where(same_way, np.abs(held) + increasing, increasing) * cs * self.ord_price
         bracket = margin.lookup_brackets(after, self.ord_instrument, self.table)
-        reserved = increasing * cs * self.ord_price * self.table.im_rate[bracket]
+        # An order that adds no exposure reserves 0, even where the rate is unknown (no max leverage).
+        reserved = np.where(increasing > 0, increasing * cs * self.ord_price * self.table.im_rate[bracket], 0.0)
         return np.bincount(self.ord_account, weights=reserved, minlength=self.n_accounts)
 
     def find_positions(self, accounts: np.ndarray, instruments: np.ndarray) -> np.ndarray:
