@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -37,5 +37,24 @@ class SimulatorConfig(Strict):
     scenario: Literal["calm", "demo", "crash"] = "demo"
     seed: int = 7
     tick_interval: float = Field(default=0.25, gt=0, le=60, description="simulated seconds between price updates")
+    market_correlation: float = Field(
+        default=0.5, ge=0, lt=1, description="correlation of returns between instruments of different groups"
+    )
+    group_correlation: float = Field(
+        default=0.85, ge=0, lt=1, description="correlation of returns between instruments of the same group"
+    )
     markets: dict[str, SimMarket] = Field(default_factory=dict)
     accounts: list[SimAccount] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _correlations_ordered(self) -> SimulatorConfig:
+        if self.group_correlation < self.market_correlation:
+            raise ValueError(
+                f"group_correlation ({self.group_correlation}) must be at least "
+                f"market_correlation ({self.market_correlation})"
+            )
+        ids = [a.id for a in self.accounts]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"accounts: duplicate id(s) {', '.join(dup)}")
+        return self
