@@ -18,16 +18,19 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tomlkit.exceptions import ParseError
 from tomlkit.toml_document import TOMLDocument
 
+from engine.ladder import LadderConfig
 from engine.levels import Thresholds
 from engine.model import Instrument
+from engine.quality import DataQualityConfig
 from engine.sim.config import SimulatorConfig
+from engine.thresholds import DynamicThresholdsConfig
 
 EX_CONFIG = 78  # sysexits: configuration error
 
@@ -45,8 +48,57 @@ class ConsoleConfig(Strict):
     refresh_hz: float = Field(default=4.0, gt=0, le=30)
 
 
+class GuardConfig(Strict):
+    protection_mode: Literal["active", "shadow"] = "active"
+    shadow_accounts: list[str] = Field(default_factory=list)
+    sample_interval: float = Field(default=5.0, gt=0, description="seconds between ratio-history samples")
+    sample_interval_warning: float = Field(default=1.0, gt=0, description="the same at WARNING or worse")
+    journal: str | None = None
+
+
+class DeleverageConfig(Strict):
+    strategy: Literal["proportional", "risk", "time", "market"] = "risk"
+    method: Literal["market", "limit", "stop", "twap"] = "market"
+    target_buffer: float = Field(default=0.1, ge=0, le=5, description="target ratio = warning threshold + this")
+    cooldown: float = Field(default=5.0, ge=0, description="seconds between automatic rounds")
+    max_rounds: int = Field(default=5, ge=1, le=100)
+
+
+class LiquidationConfig(Strict):
+    mode: Literal["immediate", "orderly"] = "orderly"
+    priority: Literal["risk", "size", "market", "time"] = "risk"
+    retry_after: float = Field(default=10.0, gt=0, description="seconds before an incomplete liquidation retries")
+
+
+class LimitsConfig(Strict):
+    max_leverage: float | None = Field(default=None, gt=0)
+    max_drawdown: float | None = Field(default=None, gt=0, lt=1)
+
+
+class CircuitBreakerConfig(Strict):
+    enabled: bool = True
+    count: int = Field(default=5, ge=1, description="accounts entering CRITICAL or worse within the window")
+    share: float = Field(default=0.3, gt=0, le=1, description="or this share of all accounts")
+    window: float = Field(default=30.0, gt=0)
+
+
+class RolesConfig(Strict):
+    default: Literal["viewer", "trader", "risk"] = "viewer"
+    users: dict[str, Literal["viewer", "trader", "risk"]] = Field(default_factory=dict)
+
+
 class Config(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    dynamic_thresholds: DynamicThresholdsConfig = Field(default_factory=DynamicThresholdsConfig)
+    ladder: LadderConfig = Field(default_factory=LadderConfig)
+    data_quality: DataQualityConfig = Field(default_factory=DataQualityConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    deleverage: DeleverageConfig = Field(default_factory=DeleverageConfig)
+    liquidation: LiquidationConfig = Field(default_factory=LiquidationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+    overrides: dict[str, Thresholds] = Field(default_factory=dict)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     instruments: list[Instrument] = Field(default_factory=list)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
