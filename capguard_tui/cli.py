@@ -1,7 +1,9 @@
 """The `capguard` command line: one parser for every way capguard is used.
 
     capguard [--config PATH] [--scenario NAME] [--speed FACTOR] [--theme NAME] [--readonly]
+    capguard --headless [--config PATH] [--scenario NAME] [--speed FACTOR] [--journal PATH]
     capguard eval FILE            value a JSON snapshot, print JSON
+    capguard journal [...]        list, export and verify the journal
     capguard info                 version, configuration in force, paths
 
 Exit codes follow sysexits: 65 bad input data, 78 bad configuration.
@@ -48,10 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--theme", metavar="NAME", help="console theme: dark, light, high-contrast")
     parser.add_argument("--readonly", action="store_true", help="console without any override key")
+    parser.add_argument("--headless", action="store_true", help="run the guard unattended, JSON logs on stderr")
+    parser.add_argument("--journal", metavar="PATH", help="journal file (default: see `capguard info`)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     ev = verbs.add_parser("eval", help="value a JSON snapshot and print JSON (docs/eval.md)")
     ev.add_argument("file", metavar="FILE", help="snapshot JSON file, or - for standard input")
     verbs.add_parser("info", help="print the version, the configuration in force and the data paths")
+    from engine.journal_cli import add_journal_arguments
+
+    jr = verbs.add_parser("journal", help="list, export (table, jsonl, csv) and verify the journal")
+    add_journal_arguments(jr)
     return parser
 
 
@@ -107,7 +115,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_eval(args.file)
     if args.verb == "info":
         return cmd_info(args.config)
+    if args.verb == "journal":
+        from engine.journal_cli import run_journal
+
+        return run_journal(args)
+    if args.headless:
+        return run_headless(args)
     return run_console(args)
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engine.config import ConfigError, load_config
+    from engine.headless import run_headless as run
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(f"capguard: invalid configuration: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    return asyncio.run(run(loaded, args.scenario, args.speed or 1.0, args.journal))
 
 
 def run_console(args: argparse.Namespace) -> int:

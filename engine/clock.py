@@ -7,6 +7,7 @@ tests); `WallClock` is real time. Both return seconds since the Unix epoch (UTC)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -17,10 +18,17 @@ class Clock(Protocol):
         """Seconds since the Unix epoch (UTC)."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` of this clock's time."""
+        ...
+
 
 class WallClock:
     def now(self) -> float:
         return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
 
 
 class SimClock:
@@ -51,6 +59,16 @@ class SimClock:
         if self._frozen_at is not None:
             self._base, self._wall0, self._offset = self._frozen_at, time.monotonic(), 0.0
             self._frozen_at = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until `seconds` of simulated time have passed (however the clock is driven:
+        by the wall clock at `speed`, or by hand through `advance`)."""
+        until = self.now() + seconds
+        while True:
+            left = until - self.now()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left / self.speed, 0.05) if self._frozen_at is None else 0.005)
 
     def advance(self, seconds: float) -> None:
         if self._frozen_at is not None:

@@ -68,6 +68,8 @@ class LiquidationConfig(Strict):
     mode: Literal["immediate", "orderly"] = "orderly"
     priority: Literal["risk", "size", "market", "time"] = "risk"
     retry_after: float = Field(default=10.0, gt=0, description="seconds before an incomplete liquidation retries")
+    slice_interval: float = Field(default=1.0, gt=0, le=600, description="orderly: seconds between slices")
+    deadline: float = Field(default=60.0, gt=0, le=3600, description="orderly: seconds before the rest goes at market")
 
 
 class LimitsConfig(Strict):

@@ -108,6 +108,7 @@ class Outcome:
     complete: bool
     escalated: bool = False
     limited: bool = False
+    frozen: bool = False
     recovered_early: bool = False
     deadline_reached: bool = False
     resumed: bool = False
@@ -135,6 +136,7 @@ class Outcome:
             "complete": self.complete,
             "escalated": self.escalated,
             "limited": self.limited,
+            "frozen": self.frozen,
             "recovered_early": self.recovered_early,
             "deadline_reached": self.deadline_reached,
             "resumed": self.resumed,
@@ -183,6 +185,7 @@ class _Run:
     unknown: int = 0
     escalated: bool = False
     limited: bool = False
+    frozen: bool = False
     recovered_early: bool = False
     deadline_reached: bool = False
     unfinished_steps: int = 0
@@ -215,8 +218,17 @@ class Executor:
         self._liquidation_times: deque[float] = deque()
 
     # ------------------------------------------------------------------ public
-    async def execute(self, plan: Plan, recovered: Callable[[], bool] | None = None) -> Outcome:
-        """Carry out `plan` (see the module docstring) and return what happened."""
+    async def execute(
+        self,
+        plan: Plan,
+        recovered: Callable[[], bool] | None = None,
+        may_send: Callable[[], bool] | None = None,
+    ) -> Outcome:
+        """Carry out `plan` (see the module docstring) and return what happened.
+
+        `may_send` is asked before every order; when it says no (the account's prices went
+        stale or invalid) the action stops there, incomplete, and nothing more is sent.
+        """
         a = self._account(plan)
         run = self._new_run(plan, a, resumed=False)
         self.journal.append(
@@ -236,7 +248,7 @@ class Executor:
                 decision="limited",
             )
         else:
-            await self._loop(run, recovered, {}, set())
+            await self._loop(run, recovered, {}, set(), may_send)
         return self._finish(run)
 
     async def resume(self, unfinished: dict[str, Any], apply_found_fills: bool = True) -> Outcome:
@@ -364,6 +376,7 @@ class Executor:
         recovered: Callable[[], bool] | None,
         known: dict[str, _Known],
         journaled: set[str],
+        may_send: Callable[[], bool] | None = None,
     ) -> None:
         plan = run.plan
         steps = self.steps(plan)
@@ -398,10 +411,15 @@ class Executor:
                 self._note(
                     run, f"deadline reached at slice {o.slice + 1}: {left} order(s) sent at market now", "deadline"
                 )
+            if may_send is not None and step.cid not in known and not may_send():
+                run.frozen = True
+                left = sum(1 for s in steps[idx:] if s.cid not in known)
+                self._note(run, f"frozen: prices not OK, {left} order(s) not sent", decision="frozen")
+                break
             await self._step(run, step, immediate, known, journaled, carry=plan.kind == "liquidate")
             if run.limited:
                 break
-        if plan.kind == "liquidate" and not run.limited:
+        if plan.kind == "liquidate" and not run.limited and not run.frozen:
             await self._sweep(run, known, journaled)
 
     async def _sweep(self, run: _Run, known: dict[str, _Known], journaled: set[str]) -> None:
@@ -780,7 +798,7 @@ class Executor:
         if plan.kind == "deleverage" and plan.target is not None and ratio_after < plan.target:
             run.notes.append(f"ratio {ratio_after:.4f} below the target {plan.target:g} after execution")
         complete = (run.recovered_early or run.unfinished_steps == 0) and not (
-            run.limited or run.escalated or run.unknown
+            run.limited or run.frozen or run.escalated or run.unknown
         )
         closed: dict[str, dict[str, float | None]] = {}
         slippage = fees = mark_notional = 0.0
@@ -817,6 +835,7 @@ class Executor:
             complete=complete,
             escalated=run.escalated or run.unknown > 0,
             limited=run.limited,
+            frozen=run.frozen,
             recovered_early=run.recovered_early,
             deadline_reached=run.deadline_reached,
             resumed=run.resumed,

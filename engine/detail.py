@@ -1,0 +1,129 @@
+"""Everything the guard knows about one account, as plain data (for the console and the API)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine import thresholds as dyn
+from engine.actions.deleverage import cheapest_step
+from engine.clock import iso
+from engine.ladder import REDUCE_REASONS, DataState, TradingState
+from engine.levels import LEVEL_NAMES, Level
+
+if TYPE_CHECKING:
+    from engine.guard import Guard
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
+    a = g.account_index(account_id)
+    book, lad, info = g.book, g.ladder, g.book.info[a]
+    now = g.clock.now()
+    pos = book.account_positions(a)
+    liq = book.liquidation_prices()[pos]
+    positions = []
+    for k, p in enumerate(pos.tolist()):
+        i = int(book.pos_instrument[p])
+        mark = float(book.mark[i])
+        lp = float(liq[k])
+        b = int(book.pos_bracket[p])
+        positions.append(
+            {
+                "symbol": book.instruments[i].symbol,
+                "qty": float(book.pos_qty[p]),
+                "entry_price": float(book.pos_entry[p]),
+                "mark_price": _num(mark),
+                "unrealized_pnl": _num(book.unrealized_pnl[p]),
+                "notional": _num(book.notional[p]),
+                "tier": b - int(book.table.start[i]) + 1,
+                "mmr": float(book.table.mmr[b]),
+                "maintenance_margin": _num(book.maintenance_margin[p]),
+                "initial_margin": _num(book.initial_margin[p]),
+                "liquidation_price": _num(lp),
+                "liquidation_distance_pct": _num(abs(mark - lp) / mark * 100) if np.isfinite(lp) else None,
+                "liquidate_last": bool(book.pos_liquidate_last[p]),
+                "isolated_margin": _num(book.pos_isolated_margin[p]),
+            }
+        )
+    orders = [
+        {
+            "symbol": book.instruments[int(book.ord_instrument[k])].symbol,
+            "side": "buy" if book.ord_side[k] > 0 else "sell",
+            "qty": float(book.ord_qty[k]),
+            "price": float(book.ord_price[k]),
+            "reduce_only": bool(book.ord_reduce_only[k]),
+        }
+        for k in np.flatnonzero(book.ord_account == a).tolist()
+    ]
+    vol = float(
+        np.nan_to_num(
+            dyn.account_volatility(book.pos_account, book.pos_instrument, book.notional, g._inst_vol, book.n_accounts)[
+                a
+            ]
+        )
+    )
+    dd = float(dyn.drawdown(book.equity[a : a + 1], g.equity_peak[a : a + 1])[0])
+    override = g.protection.overrides.get(info.id)
+    explained = dyn.explain(
+        g.config.thresholds, g.config.dynamic_thresholds, float(book.equity[a]), info.risk_class, vol, dd, override
+    )
+    equity = float(book.equity[a])
+    records = g.journal.records(account=info.id, limit=200, newest_first=True)
+    timeline = [
+        r
+        for r in records
+        if r["kind"] in ("transition", "decision", "alert", "operator", "outcome", "threshold", "data_state")
+    ]
+    latest = next((r.get("action_id") for r in records if r["kind"] == "decision" and r.get("action_id")), None)
+    if latest is None:
+        latest = next((r["action_id"] for r in records if r.get("action_id")), None)
+    flow = g.journal.records(action_id=latest) if latest else []
+    step = None
+    if lad.level[a] >= Level.WARNING:
+        plan = cheapest_step(book, a, float(book.warning[a]) + g.config.deleverage.target_buffer)
+        step = plan.to_dict() if plan else None
+    flags = int(lad.reduce_flags[a])
+    return {
+        "id": info.id,
+        "name": info.name,
+        "desk": info.desk,
+        "strategy": info.strategy,
+        "risk_class": info.risk_class,
+        "margin_mode": info.margin_mode,
+        "time": iso(now),
+        "wallet_balance": float(book.wallet[a]),
+        "equity": equity,
+        "unrealized_pnl": float(book.acct_upnl[a]),
+        "initial_margin": _num(book.acct_im[a]),
+        "maintenance_margin": float(book.acct_mm[a]),
+        "free_margin": _num(equity - book.acct_im[a]),
+        "margin_ratio": _num(book.ratio[a]),
+        "utilization": _num(book.acct_im[a] / equity) if equity > 0 else None,
+        "leverage": _num(book.acct_notional[a] / equity) if equity > 0 else None,
+        "drawdown": dd,
+        "level": LEVEL_NAMES[lad.level[a]],
+        "ratio_level": LEVEL_NAMES[book.level[a]] if book.level[a] >= 0 else None,
+        "data_state": DataState(int(lad.data_state[a])).name,
+        "trading_state": TradingState(int(lad.trading_state[a])).name,
+        "reducing_because": [name for bit, name in REDUCE_REASONS.items() if flags & bit],
+        "held_until": iso(lad.held_until[a]) if lad.held_until[a] > now else None,
+        "protection_mode": "shadow" if g.protection.shadow[a] else "active",
+        "positions": positions,
+        "open_orders": orders,
+        "history": [(iso(t), _num(r)) for t, r in g.history[a]],
+        "thresholds": explained,
+        "timeline": timeline,
+        "latest_action": {"action_id": latest, "records": flow},
+        "cheapest_step": step,
+        "scheduled": [
+            {"schedule_id": sid, "action": s["action"], "at": iso(s["at"])}
+            for sid, s in g.protection.schedule.items()
+            if s["account"] == info.id
+        ],
+    }

@@ -1,0 +1,294 @@
+"""The guard: the one object that owns the loop, the clock and the wiring.
+
+    feed -> price gate -> book -> thresholds -> data quality -> ladder -> protection -> broker
+                                                      journal and events all along
+
+The console and the headless runner both embed it (through GuardView). Evaluation is a
+plain method (`evaluate(now)`) so tests drive it step by step with an injected clock; `run()`
+is the loop that calls it at the feed's pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine import thresholds as dyn
+from engine.book import Book
+from engine.clock import Clock, SimClock, iso
+from engine.config import Config, state_dir
+from engine.events import EventHub, Subscription
+from engine.journal import Journal
+from engine.ladder import DataState, Ladder, TradingState
+from engine.levels import LEVEL_NAMES, Level
+from engine.operators import Operator
+from engine.protection import Protection
+from engine.quality import PriceGate, account_state
+from engine.sim.broker import SimBroker, SimBrokerParams
+from engine.sim.demo import demo_accounts
+from engine.sim.feed import SimulatedFeed
+from engine.sim.market import MarketSimulator
+from engine.view import AccountsSnapshot, CommandResult
+
+log = logging.getLogger("capguard.guard")
+
+HISTORY_POINTS = 720  # ratio samples kept in memory per account for charts
+
+
+class Guard:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        journal: Journal | None = None,
+        journal_path: str | Path | None = None,
+        scenario: str | None = None,
+        speed: float = 1.0,
+        paused: bool = False,
+        venue_state: Path | None = None,
+        broker_params: SimBrokerParams | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SimClock(speed=speed, paused=paused)
+        self.speed = speed
+        self.start_time = self.clock.now()
+        if journal is None:
+            path = Path(journal_path or config.guard.journal or state_dir() / "journal.sqlite3")
+            journal = Journal(path, self.clock)
+        self.journal = journal
+        instruments = list(config.instruments)
+        self.simulator = MarketSimulator(instruments, config.simulator, scenario=scenario)
+        self.feed = SimulatedFeed(self.simulator)
+        self.feed.paused = paused
+        self.book = Book(instruments, demo_accounts(config.simulator, instruments), config.thresholds)
+        self.book.set_marks(np.arange(len(instruments)), self.simulator.prices, self.start_time)
+        self.book.revalue()
+        self.hub = EventHub()
+        self.ladder = Ladder(self.book.n_accounts, config.ladder)
+        self.gate = PriceGate(len(instruments), config.data_quality)
+        self.broker = SimBroker(self.book, self.clock, broker_params, state_path=venue_state)
+        self.protection = Protection(self)
+        self.version = 0
+        self.equity_peak = self.book.equity.copy()
+        self.history: list[deque[tuple[float, float]]] = [deque(maxlen=HISTORY_POINTS) for _ in self.book.info]
+        self._last_sample = np.full(self.book.n_accounts, -np.inf)
+        self._inst_vol = np.zeros(len(instruments))
+        self._price_window: deque[np.ndarray] = deque(maxlen=240)
+        self._last_thresholds = -np.inf
+        self._stopping = asyncio.Event()
+        self.refresh_thresholds(self.start_time)
+        self.ladder.level[:] = np.maximum(self.book.level, 0)
+        self.journal.append(
+            "system",
+            event="guard_start",
+            accounts=self.book.n_accounts,
+            positions=int(self.book.pos_qty.size),
+            scenario=self.simulator.scenario.name,
+            speed=speed,
+            protection_mode=config.guard.protection_mode,
+        )
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        await self.protection.reconcile()
+        interval = self.feed.tick_interval / self.speed
+        while not self._stopping.is_set():
+            started = asyncio.get_running_loop().time()
+            self.evaluate(self.clock.now())
+            self.protection.maybe_act(self.clock.now())
+            elapsed = asyncio.get_running_loop().time() - started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, interval - elapsed))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the loop, let in-flight actions finish (or journal them as interrupted)."""
+        self._stopping.set()
+        await self.protection.drain(grace)
+        self.journal.append("system", event="guard_stop")
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, now: float) -> None:
+        """One pass: take prices, re-value, classify, step the ladder, decide."""
+        book = self.book
+        ids, prices = self.feed.poll(now - self.start_time, coalesce=True)
+        self.ingest(ids, prices, now)
+        if now - self._last_thresholds >= 1.0:
+            self.refresh_thresholds(now)
+        self._update_data_state(now)
+        self.equity_peak = np.maximum(self.equity_peak, book.equity)
+        transitions = self.ladder.step(now, book.ratio, book.level, book.warning, book.critical, book.liquidation)
+        for t in transitions:
+            self.protection.on_transition(t, now)
+        self.protection.check_limits(now)
+        self._sample(now)
+        self.version += 1
+
+    def ingest(self, instruments: np.ndarray, prices: np.ndarray, received: float) -> int:
+        """Take mark prices from any source through the price gate into the book.
+
+        Returns how many were applied. A refused or unconfirmed price never reaches the book.
+        """
+        if not instruments.size:
+            return 0
+        book = self.book
+        ok = self.gate.screen(instruments, prices, book.mark)
+        ids, values = instruments[ok], prices[ok]
+        if not ids.size:
+            return 0
+        if ids.size * 10 < len(book.instruments):
+            for i, p in zip(ids.tolist(), values.tolist(), strict=True):
+                book.apply_tick(i, p, received)  # re-values only what holds i
+        else:
+            book.set_marks(ids, values, received)
+            book.revalue()
+        self._price_window.append(book.mark.copy())
+        return int(ids.size)
+
+    def refresh_thresholds(self, now: float) -> None:
+        """Effective thresholds for every account: base + dynamic factors, overrides first."""
+        book = self.book
+        self._last_thresholds = now
+        if len(self._price_window) >= 3:
+            window = np.array(self._price_window)
+            dt = self.feed.tick_interval
+            self._inst_vol = np.nan_to_num(dyn.realised_volatility(window, dt))
+        vol = dyn.account_volatility(
+            book.pos_account, book.pos_instrument, book.notional, self._inst_vol, book.n_accounts
+        )
+        dd = dyn.drawdown(book.equity, self.equity_peak)
+        overrides = self.protection.threshold_overrides()
+        risk_class = np.array([i.risk_class for i in book.info], dtype=object)
+        w, c, liq = dyn.effective_thresholds(
+            self.config.thresholds, self.config.dynamic_thresholds, book.equity, risk_class, vol, dd, overrides
+        )
+        book.warning[:], book.critical[:], book.liquidation[:] = w, c, liq
+        book._finish_accounts(slice(None))
+
+    def _update_data_state(self, now: float) -> None:
+        book = self.book
+        inst = self.gate.instrument_state(now, book.mark, book.mark_time)
+        state = account_state(inst, book.pos_instrument, book._seg_starts, book._nonempty, book.n_accounts)
+        changed = np.flatnonzero(state != self.ladder.data_state)
+        self.ladder.data_state[:] = state
+        for a in changed.tolist():
+            self.protection.on_data_state(a, DataState(int(state[a])), inst, now)
+
+    def _sample(self, now: float) -> None:
+        book = self.book
+        enhanced = self.ladder.level >= Level.WARNING
+        interval = np.where(enhanced, self.config.guard.sample_interval_warning, self.config.guard.sample_interval)
+        due = np.flatnonzero(now - self._last_sample >= interval)
+        if not due.size:
+            return
+        self._last_sample[due] = now
+        for a in due.tolist():
+            self.history[a].append((now, float(book.ratio[a])))
+        # Enhanced monitoring: the journal keeps the ratio history of accounts at WARNING or worse.
+        journaled = due[enhanced[due]]
+        if journaled.size:
+            self.journal.append_many(
+                [
+                    {
+                        "kind": "sample",
+                        "account": book.info[a].id,
+                        "ratio": float(book.ratio[a]),
+                        "equity": float(book.equity[a]),
+                        "maintenance_margin": float(book.acct_mm[a]),
+                        "level": LEVEL_NAMES[self.ladder.level[a]],
+                    }
+                    for a in journaled.tolist()
+                ]
+            )
+
+    # ------------------------------------------------------------------ GuardView
+    def snapshot(self) -> AccountsSnapshot:
+        book, ladder = self.book, self.ladder
+        with np.errstate(divide="ignore", invalid="ignore"):
+            positive = book.equity > 0
+            utilization = np.where(positive, book.acct_im / book.equity, np.nan)
+            leverage = np.where(positive, book.acct_notional / book.equity, np.nan)
+        liq = book.liquidation_prices()
+        mark = book.mark[book.pos_instrument]
+        dist = np.abs(mark - liq) / mark * 100.0
+        dist[book.pos_qty == 0] = np.nan
+        worst = np.full(book.n_accounts, np.nan)
+        np.fmin.at(worst, book.pos_account, dist)
+        updated = np.full(book.n_accounts, np.nan)
+        np.fmax.at(updated, book.pos_account, book.mark_time[book.pos_instrument])
+        columns = {
+            "equity": book.equity.copy(),
+            "maintenance_margin": book.acct_mm.copy(),
+            "margin_ratio": book.ratio.copy(),
+            "level": ladder.level.copy(),
+            "ratio_level": book.level.copy(),
+            "utilization": utilization,
+            "leverage": leverage,
+            "worst_liq_distance_pct": worst,
+            "data_state": ladder.data_state.copy(),
+            "trading_state": ladder.trading_state.astype(np.int8),
+            "held_until": ladder.held_until.copy(),
+            "updated_at": updated,
+            "warning": book.warning.copy(),
+            "critical": book.critical.copy(),
+            "liquidation": book.liquidation.copy(),
+        }
+        info = book.info
+        return AccountsSnapshot(
+            version=self.version,
+            time=self.clock.now(),
+            ids=tuple(i.id for i in info),
+            names=tuple(i.name for i in info),
+            desks=tuple(i.desk for i in info),
+            strategies=tuple(i.strategy for i in info),
+            columns=columns,
+            summary=self.status(),
+        )
+
+    def status(self) -> dict[str, Any]:
+        lv = self.ladder.level
+        p = self.protection
+        return {
+            "time": iso(self.clock.now()),
+            "version": self.version,
+            "accounts": self.book.n_accounts,
+            "levels": {name: int((lv == n).sum()) for n, name in enumerate(LEVEL_NAMES)},
+            "total_equity": float(self.book.equity.sum()),
+            "total_maintenance_margin": float(self.book.acct_mm.sum()),
+            "circuit_breaker": p.breaker_tripped,
+            "kill_switch": p.kill_switch,
+            "protection_mode": self.config.guard.protection_mode,
+            "scenario": self.simulator.scenario.name,
+            "feed_paused": self.feed.paused,
+            "stale_accounts": int((self.ladder.data_state != DataState.OK).sum()),
+            "halted": int((self.ladder.trading_state == TradingState.HALTED).sum()),
+            "active_actions": len(p.active),
+        }
+
+    def subscribe(self, maxsize: int = 1000, kinds: set[str] | None = None) -> Subscription:
+        return self.hub.subscribe(maxsize, kinds)
+
+    def account_detail(self, account_id: str) -> dict[str, Any]:
+        from engine.detail import account_detail
+
+        return account_detail(self, account_id)
+
+    def recent_actions(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.journal.records(
+            kind=["decision", "order", "outcome", "operator", "alert", "transition"], limit=limit, newest_first=True
+        )
+
+    async def command(self, name: str, operator: Operator, **params: Any) -> CommandResult:
+        return await self.protection.command(name, operator, **params)
+
+    def account_index(self, account_id: str) -> int:
+        try:
+            return self.book.account_index[account_id]
+        except KeyError:
+            raise KeyError(f"no account {account_id!r}") from None

@@ -1,0 +1,87 @@
+"""`capguard --headless`: the guard with no screen. JSON log lines on stderr; SIGTERM or
+SIGINT lets in-flight actions finish (or journals them as interrupted) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.clock import iso
+from engine.config import LoadedConfig
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {"ts": iso(record.created), "level": record.levelname, "logger": record.name}
+        event = getattr(record, "event", None)
+        if event is not None:
+            line.update(event)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging() -> logging.Logger:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return logging.getLogger("capguard")
+
+
+async def run_headless(
+    loaded: LoadedConfig, scenario: str | None, speed: float, journal: str | None, grace: float = 10.0
+) -> int:
+    from engine.guard import Guard
+
+    log = setup_logging()
+    guard = Guard(loaded.config, scenario=scenario, speed=speed, journal_path=Path(journal) if journal else None)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "guard started",
+        extra={
+            "event": {
+                "event": "start",
+                "config": str(loaded.path),
+                "journal": str(guard.journal.path),
+                "accounts": guard.book.n_accounts,
+                "scenario": guard.simulator.scenario.name,
+                "speed": speed,
+            }
+        },
+    )
+    sub = guard.subscribe(maxsize=10_000, kinds={"transition", "alert", "action", "data"})
+
+    async def echo() -> None:
+        async for event in sub:
+            log.info(event["type"], extra={"event": {"event": event.pop("type"), **event}})
+
+    echo_task = loop.create_task(echo())
+    runner = loop.create_task(guard.run())
+    waiter = loop.create_task(stop.wait())
+    started = time.monotonic()
+    done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if runner in done and runner.exception() is not None:
+        log.error("guard loop failed", exc_info=runner.exception())
+        return 70  # EX_SOFTWARE
+    await guard.stop(grace)
+    runner.cancel()
+    await asyncio.sleep(0)  # let the echo task log what stop() published
+    echo_task.cancel()
+    sub.close()
+    log.info("guard stopped", extra={"event": {"event": "stop", "uptime_s": round(time.monotonic() - started, 3)}})
+    guard.journal.close()
+    return 0
