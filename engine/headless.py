@@ -36,6 +36,7 @@ def setup_logging() -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # a Python warning becomes a JSON line too
     return logging.getLogger("capguard")
 
 

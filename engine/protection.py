@@ -262,10 +262,12 @@ class Protection:
     def _start(self, a: int, plan: Plan, reason: str, now: float, operator: Operator | None = None) -> str:
         acct = self._id(a)
         who = operator.fields() if operator else {"operator": "guard"}
-        seq = self.g.journal.append(
-            "decision", acct, action=plan.kind, reason=reason, ratio=float(self.g.book.ratio[a]), **who
+        # The action id is the decision record's own sequence number: unique in this journal,
+        # and every client order id derives from it.
+        plan.action_id = f"cg{self.g.journal.head()[0] + 1}"
+        self.g.journal.append(
+            "decision", acct, plan.action_id, action=plan.kind, reason=reason, ratio=float(self.g.book.ratio[a]), **who
         )
-        plan.action_id = f"cg{seq}"
         if not plan.orders:
             self.g.journal.append("plan", acct, plan.action_id, note="nothing to send", plan=plan.to_dict())
             return plan.action_id
@@ -356,6 +358,6 @@ class Protection:
         try:
             return await run_command(self, name, operator, **params)
         except (PermissionDenied, CommandError, KeyError) as exc:
-            msg = str(exc).strip("'\"")
+            msg = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
             self.g.journal.append("operator", params.get("account"), command=name, refused=msg, **operator.fields())
             return CommandResult(False, msg)

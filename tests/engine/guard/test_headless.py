@@ -1,0 +1,59 @@
+"""`capguard --headless` as an operator runs it: JSON logs, actions in the journal, SIGTERM exits 0."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from engine.journal import Journal
+
+
+def test_headless_crash_run_acts_journals_and_exits_cleanly_on_sigterm(tmp_path):
+    journal = tmp_path / "journal.sqlite3"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("CAPGUARD_CONFIG", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "capguard_tui.cli",
+            "--headless",
+            "--scenario",
+            "crash",
+            "--speed",
+            "10",
+            "--journal",
+            str(journal),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        outcomes = []
+        while time.monotonic() < deadline and not outcomes:
+            time.sleep(0.5)
+            if journal.exists():
+                try:
+                    with Journal(journal, readonly=True) as j:
+                        outcomes = j.records(kind="outcome")
+                except Exception:
+                    pass
+            assert proc.poll() is None, proc.stderr.read()
+        assert outcomes, "no protective action completed within 60 s"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    events = {line.get("event") for line in lines}
+    assert {"start", "transition", "alert", "stop"} <= events
+    assert any(line.get("event") == "action" and line.get("stage") == "started" for line in lines)
+    with Journal(journal, readonly=True) as j:
+        assert j.verify().ok
+        stops = [r for r in j.records(kind="system") if r.get("event") == "guard_stop"]
+        assert stops
