@@ -46,6 +46,7 @@ class SimClock:
         self._offset = 0.0
         self.paused = paused
         self._frozen_at = self._base if paused else None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def now(self) -> float:
         if self._frozen_at is not None:
@@ -59,22 +60,32 @@ class SimClock:
         if self._frozen_at is not None:
             self._base, self._wall0, self._offset = self._frozen_at, time.monotonic(), 0.0
             self._frozen_at = None
+            self._wake()
 
     async def sleep(self, seconds: float) -> None:
-        """Wait until `seconds` of simulated time have passed (however the clock is driven:
-        by the wall clock at `speed`, or by hand through `advance`)."""
+        """Wait until `seconds` of simulated time have passed, however the clock is driven: by
+        the wall clock at `speed`, or (paused) by hand through `advance`, which wakes sleepers."""
         until = self.now() + seconds
-        while True:
-            left = until - self.now()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left / self.speed, 0.05) if self._frozen_at is None else 0.005)
+        while (left := until - self.now()) > 0:
+            if self._frozen_at is not None:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
+            else:
+                await asyncio.sleep(min(left / self.speed, 0.05))
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     def advance(self, seconds: float) -> None:
         if self._frozen_at is not None:
             self._frozen_at += seconds
         else:
             self._offset += seconds
+        self._wake()
 
 
 def iso(ts: float) -> str:

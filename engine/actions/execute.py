@@ -186,6 +186,7 @@ class _Run:
     escalated: bool = False
     limited: bool = False
     frozen: bool = False
+    may_send: Callable[[], bool] | None = None
     recovered_early: bool = False
     deadline_reached: bool = False
     unfinished_steps: int = 0
@@ -231,6 +232,7 @@ class Executor:
         """
         a = self._account(plan)
         run = self._new_run(plan, a, resumed=False)
+        run.may_send = may_send
         self.journal.append(
             "action_start",
             run.account_id,
@@ -417,7 +419,7 @@ class Executor:
                 self._note(run, f"frozen: prices not OK, {left} order(s) not sent", decision="frozen")
                 break
             await self._step(run, step, immediate, known, journaled, carry=plan.kind == "liquidate")
-            if run.limited:
+            if run.limited or run.frozen:
                 break
         if plan.kind == "liquidate" and not run.limited and not run.frozen:
             await self._sweep(run, known, journaled)
@@ -501,6 +503,11 @@ class Executor:
                 request = OrderRequest(cid, run.account_id, o.symbol, o.side, qty, order_type, price, True)
                 if not await self._order_slot(run):
                     run.unfinished_steps += 1
+                    return
+                if run.may_send is not None and not run.may_send():
+                    run.frozen = True
+                    run.unfinished_steps += 1
+                    self._note(run, f"frozen: prices not OK, {cid} not sent", decision="frozen")
                     return
                 if cid not in journaled:
                     mark = float(self.book.mark[self.book.symbol_index[o.symbol]])
