@@ -22,7 +22,7 @@ import numpy as np
 from engine import thresholds as dyn
 from engine.book import Book
 from engine.clock import Clock, SimClock, iso
-from engine.config import Config, state_dir
+from engine.config import Config, ConfigWriter, state_dir
 from engine.events import EventHub, Subscription
 from engine.journal import Journal
 from engine.ladder import DataState, Ladder, TradingState
@@ -54,8 +54,10 @@ class Guard:
         paused: bool = False,
         venue_state: Path | None = None,
         broker_params: SimBrokerParams | None = None,
+        config_writer: ConfigWriter | None = None,
     ) -> None:
         self.config = config
+        self.config_writer = config_writer  # threshold edits are written back through it
         self.clock = clock or SimClock(speed=speed, paused=paused)
         self.speed = speed
         self.start_time = self.clock.now()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import iso
-from engine.config import LoadedConfig
+from engine.config import ConfigWriter, LoadedConfig
 
 
 class JsonFormatter(logging.Formatter):
@@ -46,7 +46,13 @@ async def run_headless(
     from engine.guard import Guard
 
     log = setup_logging()
-    guard = Guard(loaded.config, scenario=scenario, speed=speed, journal_path=Path(journal) if journal else None)
+    guard = Guard(
+        loaded.config,
+        scenario=scenario,
+        speed=speed,
+        journal_path=Path(journal) if journal else None,
+        config_writer=ConfigWriter(loaded),
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -157,3 +157,44 @@ async def test_an_unknown_account_or_command_is_refused_by_name(tmp_path):
     assert not r.ok and "no account 'nope'" in r.message
     r = await g.command("explode", RISK)
     assert not r.ok and "unknown command 'explode'" in r.message
+
+
+async def test_a_threshold_edit_is_written_back_with_the_comments_kept(tmp_path):
+    from engine.config import ConfigWriter, bundled_config_path, load_config
+
+    copy = tmp_path / "config.toml"
+    copy.write_text(bundled_config_path().read_text())
+    loaded = load_config(copy)
+    g = make_guard(tmp_path, "calm", cfg=loaded.config, config_writer=ConfigWriter(loaded))
+    a, acct = biggest(g)
+    w, c, liq = (float(x[a]) + 0.3 for x in (g.book.warning, g.book.critical, g.book.liquidation))
+    assert (await g.command("set_thresholds", TRADER, account=acct, warning=w, critical=c, liquidation=liq)).ok
+    text = copy.read_text()
+    assert "# at or below: WARNING (alert, enhanced monitoring)" in text
+    reloaded = load_config(copy).config
+    assert reloaded.overrides[acct].warning == w
+    assert g.book.warning[a] == w
+
+
+async def test_breaching_max_leverage_puts_the_account_in_reducing_with_an_alert(tmp_path):
+    from engine.ladder import REDUCE_LEVERAGE
+
+    g = make_guard(tmp_path, "calm", cfg=config(limits={"max_leverage": 10.0}))
+    await drive(g, 1)
+    over = np.flatnonzero(g.book.acct_notional / g.book.equity > 10.0)
+    assert over.size
+    assert np.all(g.ladder.reduce_flags[over] & REDUCE_LEVERAGE)
+    assert np.all(g.ladder.trading_state[over] == TradingState.REDUCING)
+    alerts = [r for r in g.journal.records(kind="alert") if r["category"] == "limit"]
+    assert {r["account"] for r in alerts} == {g.book.info[a].id for a in over}
+
+
+async def test_entering_warning_records_an_assessment_with_the_cheapest_step_back(tmp_path):
+    g = make_guard(tmp_path, "demo")
+    await drive(g, 40)
+    warned = [r["account"] for r in g.journal.records(kind="transition") if r["to_level"] == "WARNING"]
+    assert warned
+    assessments = {r["account"]: r for r in g.journal.records(kind="assessment")}
+    first = assessments[warned[0]]
+    assert first["contributors"] and first["liquidation_distance_pct"]
+    assert first["cheapest_step"] is None or first["cheapest_step"]["orders"] is not None

@@ -57,3 +57,36 @@ def test_headless_crash_run_acts_journals_and_exits_cleanly_on_sigterm(tmp_path)
         assert j.verify().ok
         stops = [r for r in j.records(kind="system") if r.get("event") == "guard_stop"]
         assert stops
+
+    # The compliance export of the same run.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "capguard_tui.cli",
+            "journal",
+            "--journal",
+            str(journal),
+            "--format",
+            "jsonl",
+            "--kind",
+            "transition,order_intent",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    transitions = [r for r in rows if r["kind"] == "transition"]
+    intents = [r for r in rows if r["kind"] == "order_intent"]
+    assert transitions and intents
+    assert all({"ts", "account", "from_level", "to_level", "ratio"} <= r.keys() for r in transitions)
+    assert all({"client_order_id", "side", "qty", "reduce_only"} <= r.keys() and r["reduce_only"] for r in intents)
+    verify = subprocess.run(
+        [sys.executable, "-m", "capguard_tui.cli", "journal", "--journal", str(journal), "--verify"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert verify.returncode == 0 and "journal OK" in verify.stdout
