@@ -264,6 +264,19 @@ async def _release_breaker(p: Protection, op: Operator, params: dict[str, Any]) 
     return CommandResult(True, "circuit breaker released")
 
 
+async def _acknowledge(p: Protection, op: Operator, params: dict[str, Any]) -> CommandResult:
+    """Acknowledge an alert: its escalation stops (the notifier listens for this record)."""
+    check(op, "acknowledge")
+    alert_id = str(params.get("alert_id", ""))
+    found = [r for r in p.g.journal.records(kind="alert") if r.get("alert_id") == alert_id]
+    if not found:
+        raise CommandError(f"no alert {alert_id!r}")
+    p.g.journal.append("operator", found[0].get("account"), command="acknowledge", alert_id=alert_id, **op.fields())
+    p.acknowledged.add(alert_id)
+    p._publish("ack", alert_id=alert_id, account=found[0].get("account"), **op.fields())
+    return CommandResult(True, f"alert {alert_id} acknowledged")
+
+
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool | list | dict | type(None))}
 
@@ -279,4 +292,5 @@ HANDLERS = {
     "cancel_schedule": _cancel_schedule,
     "kill_switch": _kill_switch,
     "release_breaker": _release_breaker,
+    "acknowledge": _acknowledge,
 }

@@ -71,6 +71,7 @@ class Protection:
         self.kill_switch = False
         self._breaches: deque[float] = deque()
         self.schedule: dict[str, dict[str, Any]] = {}
+        self.acknowledged: set[str] = set()
         self._schedule_seq = 0
 
     # ------------------------------------------------------------------ helpers
@@ -80,11 +81,23 @@ class Protection:
     def _publish(self, type_: str, **fields: Any) -> None:
         self.g.hub.publish({"type": type_, "ts": iso(self.g.clock.now()), **fields})
 
-    def alert(self, category: str, severity: str, a: int | None, message: str, **fields: Any) -> None:
+    def alert(self, category: str, severity: str, a: int | None, message: str, **fields: Any) -> str:
+        """Journal an alert, then publish it (the notifier and every viewer take it from the hub).
+
+        Categories: approaching, warning, critical, liquidation, recovery (risk levels);
+        deleverage, liquidate, manual, limit, system (actions). Severities: info, warning,
+        critical, emergency. Returns the alert id (`al<journal seq>`).
+        """
         account = self._id(a) if a is not None else None
-        self.g.journal.append("alert", account, category=category, severity=severity, message=message, **fields)
-        self._publish("alert", account=account, category=category, severity=severity, message=message, **fields)
+        alert_id = f"al{self.g.journal.head()[0] + 1}"
+        self.g.journal.append(
+            "alert", account, alert_id=alert_id, category=category, severity=severity, message=message, **fields
+        )
+        self._publish(
+            "alert", alert_id=alert_id, account=account, category=category, severity=severity, message=message, **fields
+        )
         log.info("alert %s %s %s", severity, account or "book", message)
+        return alert_id
 
     def threshold_overrides(self) -> dict[int, Thresholds]:
         idx = self.g.book.account_index

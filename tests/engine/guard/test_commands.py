@@ -198,3 +198,14 @@ async def test_entering_warning_records_an_assessment_with_the_cheapest_step_bac
     first = assessments[warned[0]]
     assert first["contributors"] and first["liquidation_distance_pct"]
     assert first["cheapest_step"] is None or first["cheapest_step"]["orders"] is not None
+
+
+async def test_acknowledging_an_alert_is_journaled_and_published(tmp_path):
+    g = make_guard(tmp_path, "crash")
+    sub = g.subscribe(kinds={"ack"})
+    await drive(g, 10)
+    alert = next(r for r in g.journal.records(kind="alert") if r["severity"] in ("critical", "emergency"))
+    assert not (await g.command("acknowledge", VIEWER, alert_id=alert["alert_id"])).ok
+    assert (await g.command("acknowledge", TRADER, alert_id=alert["alert_id"])).ok
+    assert [e["alert_id"] for e in sub.drain()] == [alert["alert_id"]]
+    assert not (await g.command("acknowledge", TRADER, alert_id="al0")).ok
