@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readonly", action="store_true", help="console without any override key")
     parser.add_argument("--headless", action="store_true", help="run the guard unattended, JSON logs on stderr")
     parser.add_argument("--journal", metavar="PATH", help="journal file (default: see `capguard info`)")
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="headless: an Apprise URL for every alert (repeatable)",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     ev = verbs.add_parser("eval", help="value a JSON snapshot and print JSON (docs/eval.md)")
     ev.add_argument("file", metavar="FILE", help="snapshot JSON file, or - for standard input")
@@ -135,7 +142,7 @@ def run_headless(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"capguard: invalid configuration: {exc}", file=sys.stderr)
         return EX_CONFIG
-    return asyncio.run(run(loaded, args.scenario, args.speed or 1.0, args.journal))
+    return asyncio.run(run(loaded, args.scenario, args.speed or 1.0, args.journal, notify=args.notify))
 
 
 def run_console(args: argparse.Namespace) -> int:

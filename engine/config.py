@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tomlkit.exceptions import ParseError
 from tomlkit.toml_document import TOMLDocument
 
+from engine.alerts.config import AlertsConfig
 from engine.ladder import LadderConfig
 from engine.levels import Thresholds
 from engine.model import Instrument
@@ -101,6 +102,7 @@ class Config(Strict):
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     roles: RolesConfig = Field(default_factory=RolesConfig)
     overrides: dict[str, Thresholds] = Field(default_factory=dict)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     instruments: list[Instrument] = Field(default_factory=list)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)

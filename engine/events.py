@@ -1,5 +1,7 @@
 """In-process publish/subscribe. A slow consumer never slows the engine: each subscriber has a
 bounded queue; when it is full the oldest event is dropped and counted.
+
+One event object is shared by every subscriber: consumers must treat it as read-only.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ class Subscription:
         return out
 
     async def get(self) -> Event:
+        """The next event; raises StopAsyncIteration once the subscription is closed and drained."""
         while not self._queue:
+            if self.closed:
+                raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
         return self._queue.popleft()
@@ -45,13 +50,17 @@ class Subscription:
     def close(self) -> None:
         self.closed = True
         self._hub._subs.discard(self)
+        self._wakeup.set()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iter()
 
     async def _iter(self) -> AsyncIterator[Event]:
-        while not self.closed:
-            yield await self.get()
+        while True:
+            try:
+                yield await self.get()
+            except StopAsyncIteration:
+                return
 
 
 class EventHub:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from engine import thresholds as dyn
+from engine.alerts.approach import approaching
 from engine.book import Book
 from engine.clock import Clock, SimClock, iso
 from engine.config import Config, ConfigWriter, state_dir
@@ -77,6 +78,9 @@ class Guard:
         self.gate = PriceGate(len(instruments), config.data_quality)
         self.broker = SimBroker(self.book, self.clock, broker_params, state_path=venue_state)
         self.protection = Protection(self)
+        self._approaching = np.zeros(self.book.n_accounts, dtype=bool)
+        self._slope = np.full(self.book.n_accounts, np.nan)
+        self._slope_ratio, self._slope_time = self.book.ratio.copy(), self.start_time
         self.version = 0
         self.equity_peak = self.book.equity.copy()
         self.history: list[deque[tuple[float, float]]] = [deque(maxlen=HISTORY_POINTS) for _ in self.book.info]
@@ -129,6 +133,7 @@ class Guard:
         for t in transitions:
             self.protection.on_transition(t, now)
         self.protection.check_limits(now)
+        self._check_approaching(now)
         self._sample(now)
         self.version += 1
 
@@ -181,6 +186,40 @@ class Guard:
         self.ladder.data_state[:] = state
         for a in changed.tolist():
             self.protection.on_data_state(a, DataState(int(state[a])), inst, now)
+
+    def _check_approaching(self, now: float) -> None:
+        """An early warning: the ratio within a band of the next threshold, or heading there.
+
+        Raised only when an account starts approaching, so the journal is not flooded.
+        """
+        book, cfg = self.book, self.config.alerts.approaching
+        if now - self._slope_time >= 1.0:
+            with np.errstate(invalid="ignore"):
+                inst = (book.ratio - self._slope_ratio) / (now - self._slope_time)
+            self._slope = np.where(np.isfinite(self._slope), 0.7 * self._slope + 0.3 * inst, inst)
+            self._slope_ratio, self._slope_time = book.ratio.copy(), now
+        ok = self.ladder.data_state == DataState.OK
+        mask = ok & approaching(
+            book.ratio,
+            self.ladder.level,
+            book.warning,
+            book.critical,
+            book.liquidation,
+            self._slope,
+            cfg.band,
+            cfg.horizon_s,
+        )
+        for a in np.flatnonzero(mask & ~self._approaching).tolist():
+            nxt = LEVEL_NAMES[min(int(self.ladder.level[a]) + 1, 3)]
+            self.protection.alert(
+                "approaching",
+                "warning",
+                a,
+                f"{book.info[a].id} margin ratio {book.ratio[a]:.3f} approaching {nxt}",
+                ratio=float(book.ratio[a]),
+                next_level=nxt,
+            )
+        self._approaching = mask
 
     def _sample(self, now: float) -> None:
         book = self.book

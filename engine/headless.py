@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,21 @@ def setup_logging() -> logging.Logger:
 
 
 async def run_headless(
-    loaded: LoadedConfig, scenario: str | None, speed: float, journal: str | None, grace: float = 10.0
+    loaded: LoadedConfig,
+    scenario: str | None,
+    speed: float,
+    journal: str | None,
+    grace: float = 10.0,
+    notify: Sequence[str] = (),
 ) -> int:
+    from engine.alerts.notifier import Notifier
     from engine.guard import Guard
 
     log = setup_logging()
+    for i, url in enumerate(notify, start=1):
+        if (problem := Notifier.validate_url(url)) is not None:
+            log.error("bad --notify", extra={"event": {"event": "config_error", "notify": i, "problem": problem}})
+            return 78  # EX_CONFIG
     guard = Guard(
         loaded.config,
         scenario=scenario,
@@ -53,7 +64,16 @@ async def run_headless(
         journal_path=Path(journal) if journal else None,
         config_writer=ConfigWriter(loaded),
     )
+    notifier = Notifier(
+        loaded.config.alerts,
+        guard.clock,
+        guard.journal,
+        guard.journal.path.with_name(guard.journal.path.stem + "-alerts-outbox.sqlite3"),
+        extra_urls=list(notify),
+    )
     loop = asyncio.get_running_loop()
+    alerts_sub = guard.subscribe(maxsize=10_000, kinds={"alert", "ack"})
+    notifier_task = loop.create_task(notifier.run(alerts_sub))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -74,21 +94,26 @@ async def run_headless(
 
     async def echo() -> None:
         async for event in sub:
-            log.info(event["type"], extra={"event": {"event": event.pop("type"), **event}})
+            fields = {k: v for k, v in event.items() if k != "type"}  # events are shared: never mutate
+            log.info(event["type"], extra={"event": {"event": event["type"], **fields}})
 
     echo_task = loop.create_task(echo())
     runner = loop.create_task(guard.run())
     waiter = loop.create_task(stop.wait())
     started = time.monotonic()
     done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if runner in done and runner.exception() is not None:
+    failed = runner in done and runner.exception() is not None
+    if failed:
         log.error("guard loop failed", exc_info=runner.exception())
-        return 70  # EX_SOFTWARE
     await guard.stop(grace)
+    notifier.stop()
+    await notifier_task
+    alerts_sub.close()
+    notifier.close()
     runner.cancel()
     await asyncio.sleep(0)  # let the echo task log what stop() published
     echo_task.cancel()
     sub.close()
     log.info("guard stopped", extra={"event": {"event": "stop", "uptime_s": round(time.monotonic() - started, 3)}})
     guard.journal.close()
-    return 0
+    return 70 if failed else 0  # EX_SOFTWARE when the loop itself failed

@@ -255,7 +255,7 @@ class Protection:
                 if not self.escalated[a]:
                     self.escalated[a] = True
                     self.alert(
-                        "deleveraging",
+                        "deleverage",
                         "emergency",
                         a,
                         f"{self._id(a)} still CRITICAL after {self.rounds[a]} deleverage rounds: escalated",

@@ -8,9 +8,11 @@ import sys
 import time
 
 from engine.journal import Journal
+from tests.engine.alerts.sinks import HttpSink
 
 
-def test_headless_crash_run_acts_journals_and_exits_cleanly_on_sigterm(tmp_path):
+def test_headless_crash_run_acts_journals_alerts_and_exits_cleanly_on_sigterm(tmp_path):
+    sink = HttpSink()
     journal = tmp_path / "journal.sqlite3"
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_STATE_HOME=str(tmp_path / "state"))
     env.pop("CAPGUARD_CONFIG", None)
@@ -26,6 +28,8 @@ def test_headless_crash_run_acts_journals_and_exits_cleanly_on_sigterm(tmp_path)
             "10",
             "--journal",
             str(journal),
+            "--notify",
+            sink.url("desk"),
         ],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -45,14 +49,20 @@ def test_headless_crash_run_acts_journals_and_exits_cleanly_on_sigterm(tmp_path)
                     pass
             assert proc.poll() is None, proc.stderr.read()
         assert outcomes, "no protective action completed within 60 s"
+        while time.monotonic() < deadline and not sink.at("desk"):
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+        sink.close()
     assert proc.returncode == 0, err[-2000:]
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]
     events = {line.get("event") for line in lines}
     assert {"start", "transition", "alert", "stop"} <= events
     assert any(line.get("event") == "action" and line.get("stage") == "started" for line in lines)
+    delivered = sink.at("desk")
+    assert delivered, "alerts must reach the --notify sink"
+    assert any("LIQUIDATION" in (d.get("message") or d.get("body") or "") for d in delivered), delivered[:3]
     with Journal(journal, readonly=True) as j:
         assert j.verify().ok
         stops = [r for r in j.records(kind="system") if r.get("event") == "guard_stop"]
