@@ -59,10 +59,16 @@ def _data_ok(p: Protection, a: int) -> None:
         raise CommandError(f"{p._id(a)} has {state.name} prices: no order is sent on a bad price")
 
 
-def _same_plan(plan: Any, confirm: list[dict[str, Any]]) -> bool:
-    want = [(o["symbol"], round(float(o["qty"]), 9)) for o in confirm]
-    have = [(o.symbol, round(float(o.qty), 9)) for o in plan.orders]
-    return want == have
+def _same_plan(book: Any, plan: Any, confirm: list[dict[str, Any]]) -> bool:
+    """The recomputed plan is the one the operator saw: same orders, each within one lot
+    (or 1%) of the quantity shown. Anything more and the plan is shown again."""
+    if [o["symbol"] for o in confirm] != [o.symbol for o in plan.orders]:
+        return False
+    for shown, now in zip(confirm, plan.orders, strict=True):
+        lot = book.instruments[book.symbol_index[now.symbol]].lot_size
+        if abs(float(shown["qty"]) - now.qty) > max(lot, 0.01 * now.qty) + 1e-12:
+            return False
+    return True
 
 
 async def run_command(p: Protection, name: str, op: Operator, **params: Any) -> CommandResult:
@@ -97,7 +103,7 @@ async def _deleverage(p: Protection, op: Operator, params: dict[str, Any]) -> Co
         return CommandResult(True, f"dry run: {len(plan.orders)} orders", plan=plan.to_dict())
     _data_ok(p, a)
     confirm = params.get("confirm_plan")
-    if confirm is not None and not _same_plan(plan, confirm):
+    if confirm is not None and not _same_plan(p.g.book, plan, confirm):
         return CommandResult(False, "the plan moved since it was shown: review it again", plan=plan.to_dict())
     p.g.journal.append("operator", acct, command="deleverage", params=_jsonable(params), **op.fields())
     action_id = p._start(a, plan, "manual deleverage", p.g.clock.now(), operator=op)

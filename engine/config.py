@@ -47,6 +47,7 @@ class Strict(BaseModel):
 class ConsoleConfig(Strict):
     theme: str = "dark"
     refresh_hz: float = Field(default=4.0, gt=0, le=30)
+    keys: dict[str, str] = Field(default_factory=dict, description="console action id -> key(s), comma-separated")
 
 
 class GuardConfig(Strict):

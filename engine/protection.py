@@ -325,26 +325,42 @@ class Protection:
         """On start: finish what a previous run began, without repeating any order.
 
         The venue's own record of fills rebuilds the positions first (a restarted process has
-        only the configured book); then each unfinished action is resumed: intents without a
-        result are looked up at the venue, and only orders that never arrived are sent.
+        only the configured book); then each unfinished action is resumed as an action task
+        (so the loop is not held up): intents without a result are looked up at the venue, and
+        only orders that never arrived are sent.
         """
         unfinished = self.g.journal.unfinished_actions()
         if not unfinished:
             return
         replayed = self.g.broker.replay_into(self.g.book)
         self.g.journal.append("system", event="reconcile", actions=len(unfinished), venue_fills_replayed=replayed)
+        loop = asyncio.get_running_loop()
         for item in unfinished:
             a = self.g.book.account_index.get(item.get("account") or "")
+            if a is not None and item.get("plan", {}).get("kind") == "liquidate":
+                self.g.ladder.halted[a] = True
+
+            async def resume(item: dict[str, Any] = item, a: int | None = a) -> None:
+                try:
+                    outcome = await self.executor.resume(item, apply_found_fills=False)
+                    result = {k: v for k, v in outcome.to_dict().items() if k not in ("account", "action_id")}
+                    self._publish(
+                        "action",
+                        account=item.get("account"),
+                        action_id=item["action_id"],
+                        stage="resumed",
+                        outcome=result,
+                    )
+                except Exception as exc:
+                    log.exception("resuming %s failed", item["action_id"])
+                    self.alert("system", "emergency", a, f"resuming action {item['action_id']} failed: {exc}")
+                finally:
+                    if a is not None:
+                        self.active.pop(a, None)
+
+            task = loop.create_task(resume())
             if a is not None:
-                self.g.ladder.halted[a] = self.g.ladder.halted[a] or item.get("plan", {}).get("kind") == "liquidate"
-            outcome = await self.executor.resume(item, apply_found_fills=False)
-            self._publish(
-                "action",
-                account=item.get("account"),
-                action_id=item["action_id"],
-                stage="resumed",
-                outcome={k: v for k, v in outcome.to_dict().items() if k not in ("account", "action_id")},
-            )
+                self.active[a] = task
 
     async def drain(self, grace: float) -> None:
         tasks = list(self.active.values())

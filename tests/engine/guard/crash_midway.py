@@ -53,6 +53,9 @@ async def start(d: Path, kill_at: int) -> None:
 async def resume(d: Path) -> None:
     g = build(d)
     await g.protection.reconcile()
+    while g.protection.active:  # resumed actions run as tasks
+        g.clock.advance(0.25)
+        await asyncio.sleep(0.01)
     a = int(np.argmax([len(g.journal.records(kind="order_intent", account=i.id)) for i in g.book.info]))
     acct = g.book.info[a].id
     cids = [o["client_order_id"] for o in g.broker.orders()]
