@@ -26,6 +26,7 @@ from tomlkit.exceptions import ParseError
 from tomlkit.toml_document import TOMLDocument
 
 from engine.alerts.config import AlertsConfig
+from engine.connectors.base import BrokerConfig, SourcesConfig
 from engine.ladder import LadderConfig
 from engine.levels import Thresholds
 from engine.model import Instrument
@@ -104,6 +105,8 @@ class Config(Strict):
     roles: RolesConfig = Field(default_factory=RolesConfig)
     overrides: dict[str, Thresholds] = Field(default_factory=dict)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     instruments: list[Instrument] = Field(default_factory=list)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)

@@ -1,0 +1,238 @@
+"""NATS against a real nats-server (JetStream, file storage in a temp dir) on a loopback port.
+
+Skipped where nats-server is absent, except under CI=true, where that fails (see conftest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Any
+
+import pytest
+
+from engine.connectors import NatsConfig, RiskCenterConfig
+from engine.connectors.nats_bus import NatsAccountSource, NatsPriceSource, NatsPublisher, route, token
+from engine.connectors.risk_center import ThresholdPublisher
+from engine.connectors.ticks import tick
+from engine.events import EventHub
+from engine.ladder import DataState
+from tests.engine.connectors.support import wait_until
+
+if os.environ.get("CI") == "true":
+    import nats  # CI installs nats-py: its absence must fail, not skip
+else:
+    nats = pytest.importorskip("nats", reason="nats-py is not installed")
+
+TS = "2026-11-25T15:47:32.120Z"
+
+
+def cfg(url: str, **kw: Any) -> NatsConfig:
+    kw.setdefault("backoff", {"initial": 0.05, "maximum": 0.3})
+    return NatsConfig(servers=[url], reconnect_time_wait=0.2, connect_timeout=1.0, publish_timeout=0.5, **kw)
+
+
+async def stream_messages(url: str, stream: str = "CAPGUARD") -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(subject, headers, payload) of every message stored in the stream, in order."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            m = await js.get_msg(stream, seq)
+            out.append((m.subject, m.headers or {}, json.loads(m.data)))
+        return out
+    finally:
+        await nc.close()
+
+
+def test_routes_and_message_ids():
+    assert route({"type": "transition", "account": "d1 core.01"}) == ("capguard.risk.d1_core_01", None)
+    assert route({"type": "data", "account": "a"}) == ("capguard.risk.a", None)
+    assert route({"type": "margin", "account": "a"}, "desk1.cg") == ("desk1.cg.margin.a", None)
+    assert route({"type": "alert", "alert_id": "al12"}) == ("capguard.alerts", "al12")
+    assert route({"type": "ack", "alert_id": "al12", "ts": TS}) == ("capguard.alerts", f"al12:ack:{TS}")
+    assert route({"type": "action", "action_id": "cg7", "stage": "started"}) == ("capguard.actions", "cg7:started")
+    assert route({"type": "action", "account": "a", "stage": "orders_cancelled", "ts": TS}) == (
+        "capguard.actions",
+        f"a:orders_cancelled:{TS}",
+    )
+    assert route({"type": "thresholds", "change_id": "th-1"}) == ("capguard.thresholds", "th-1")
+    assert route({"type": "something-else"}) is None
+    assert token("") == "_" and token("a>b*c") == "a_b_c"
+
+
+async def test_hub_events_on_documented_subjects_with_dedup(nats_server, wall):
+    seen: list[tuple[str, dict[str, Any]]] = []
+    watcher = await nats.connect(nats_server.url)
+
+    async def record(msg: Any) -> None:
+        seen.append((msg.subject, json.loads(msg.data)))
+
+    await watcher.subscribe("capguard.>", cb=record)
+    await watcher.flush()
+    pub = NatsPublisher(cfg(nats_server.url), wall)
+    await pub.start()
+    hub = EventHub()
+    sub = hub.subscribe(kinds=None)
+    runner = asyncio.get_running_loop().create_task(pub.run(sub))
+    try:
+        assert await pub.link.wait_ready(5)
+        assert pub.link.nc.options["max_reconnect_attempts"] == -1  # reconnect forever
+        alert = {"type": "alert", "ts": TS, "alert_id": "al5", "account": "acct-1", "category": "critical"}
+        events = [
+            {"type": "transition", "ts": TS, "account": "acct-1", "from": "WARNING", "to": "CRITICAL"},
+            alert,
+            {
+                "type": "action",
+                "ts": TS,
+                "account": "acct-1",
+                "action_id": "cg6",
+                "stage": "started",
+                "kind": "deleverage",
+            },
+            {"type": "data", "ts": TS, "account": "acct-1", "data_state": "STALE", "instruments": ["BTCUSDT"]},
+            {"type": "ack", "ts": TS, "alert_id": "al5", "account": "acct-1", "operator": "rita"},
+            dict(alert),  # a republish of the same alert
+        ]
+        for e in events:
+            hub.publish(e)
+        assert await wait_until(lambda: pub.counters["queued"] == 6)  # run() took them from the hub
+        assert pub.publish_margin("acct-1", ratio=1.4, equity=1000.0)
+        assert pub.publish_thresholds({"change_id": "th-abc", "scope": "book", "after": {"warning": 2.1}})
+        assert await wait_until(lambda: pub.counters["queued"] == 8 and pub.pending == 0, timeout=10)
+        assert await pub.flush(5)
+        assert await wait_until(lambda: len(seen) >= 8, timeout=5)
+        subjects = [s for s, _ in seen]
+        assert subjects.count("capguard.risk.acct-1") == 2 and "capguard.margin.acct-1" in subjects
+        assert subjects.count("capguard.alerts") == 3 and "capguard.actions" in subjects
+        stored = await stream_messages(nats_server.url)
+        assert [(s, h.get("Nats-Msg-Id")) for s, h, _ in stored] == [
+            ("capguard.alerts", "al5"),
+            ("capguard.actions", "cg6:started"),
+            ("capguard.alerts", f"al5:ack:{TS}"),
+            ("capguard.thresholds", "th-abc"),
+        ]  # the republished alert was deduplicated by its message id
+        assert pub.counters["duplicates"] == 1 and stored[0][2]["category"] == "critical"
+    finally:
+        runner.cancel()
+        sub.close()
+        await pub.stop()
+        await watcher.close()
+
+
+async def test_server_restart_mid_stream_loses_no_action(nats_server, wall):
+    pub = NatsPublisher(cfg(nats_server.url), wall)
+    await pub.start()
+    try:
+        assert await pub.link.wait_ready(5)
+        n = 40
+        for k in range(n):
+            pub.enqueue({"type": "action", "ts": TS, "account": "acct-1", "action_id": f"cg{k}", "stage": "started"})
+            if k == 10:
+                await wait_until(lambda: pub.pending < 25, timeout=5)
+                nats_server.stop()  # mid-stream
+            if k == 25:
+                await asyncio.sleep(0.5)
+                nats_server.start()
+            await asyncio.sleep(0.01)
+        assert await pub.flush(20), f"{pub.pending} events still queued: {pub.counters}"
+        assert pub.link.reconnects >= 1
+        stored = await stream_messages(nats_server.url)
+        ids = [h["Nats-Msg-Id"] for _, h, _ in stored]
+        assert ids == [f"cg{k}:started" for k in range(n)]  # every one, once, in order
+        assert pub.counters["retries"] >= 1
+    finally:
+        await pub.stop()
+
+
+async def test_publisher_started_before_the_server_keeps_trying(nats_server, wall):
+    nats_server.stop()
+    pub = NatsPublisher(cfg(nats_server.url), wall)
+    await pub.start()
+    try:
+        pub.enqueue({"type": "alert", "ts": TS, "alert_id": "al1", "account": "a"})
+        await asyncio.sleep(0.6)
+        assert not pub.connected and pub.pending == 1
+        nats_server.start()
+        assert await pub.flush(10)
+        stored = await stream_messages(nats_server.url)
+        assert [h["Nats-Msg-Id"] for _, h, _ in stored] == ["al1"]
+    finally:
+        await pub.stop()
+
+
+async def test_threshold_changes_go_to_nats(nats_server, wall):
+    pub = NatsPublisher(cfg(nats_server.url), wall)
+    await pub.start()
+    try:
+        rc = RiskCenterConfig(url="http://127.0.0.1:9/risk")
+        tp = ThresholdPublisher(rc, pub, wall)
+        change = {
+            "change_id": "th-1",
+            "scope": "account",
+            "account": "acct-7",
+            "before": None,
+            "after": {"warning": 2.5},
+        }
+        assert (await tp.publish(change)) == {"nats": True, "webhook": None}
+        assert (await tp.publish(change))["nats"]  # republished: stored once
+        assert await pub.flush(5)
+        stored = await stream_messages(nats_server.url)
+        assert len(stored) == 1 and stored[0][0] == "capguard.thresholds" and stored[0][2]["account"] == "acct-7"
+    finally:
+        await pub.stop()
+
+
+async def test_ticks_from_nats_are_another_price_source(nats_server, insts, wall, caplog):
+    caplog.set_level(logging.WARNING, logger="capguard.connectors")
+    src = NatsPriceSource(cfg(nats_server.url, ticks_subject="capguard.ticks.>"), insts, wall)
+    await src.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        assert await src.link.wait_ready(5) and src.connected
+        await nc.publish("capguard.ticks.BTCUSDT", json.dumps(tick("BTCUSDT", 64000.0, TS)).encode())
+        batch = {"ticks": [tick("ETHUSDT", 3400.0, TS), tick("SOLUSDT", 150.0, TS)]}
+        await nc.publish("capguard.ticks.batch", json.dumps(batch).encode())
+        await nc.publish("capguard.ticks.BTCUSDT", b"{broken")
+        await nc.publish("capguard.ticks.BTCUSDT", json.dumps(tick("BTCUSDT", 0, TS)).encode())
+        await nc.flush()
+        assert await wait_until(lambda: src.counters["accepted"] == 3 and src.counters["refused"] == 2)
+        ids, prices, _ = src.poll(wall.now())
+        assert [src.symbols[i] for i in ids] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and prices.tolist()[0] == 64000.0
+        assert "not valid JSON" in caplog.text and "mark must be a positive" in caplog.text
+        assert src.stale(wall.now(), 5.0)[src.index["ADAUSDT"]]
+    finally:
+        await nc.close()
+        await src.stop()
+
+
+async def test_account_updates_from_nats(nats_server, insts, sim_clock, caplog):
+    caplog.set_level(logging.WARNING, logger="capguard.connectors")
+    src = NatsAccountSource(cfg(nats_server.url, accounts_subject="capguard.accounts.>"), insts, sim_clock)
+    await src.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        assert await src.link.wait_ready(5)
+        account = {
+            "id": "acct-1",
+            "wallet_balance": 1000.0,
+            "positions": [{"symbol": "BTCUSDT", "qty": 0.1, "entry_price": 60000}],
+        }
+        msg = {"version": 1, "as_of": TS, "account": account}
+        await nc.publish("capguard.accounts.acct-1", json.dumps(msg).encode())
+        bad = {**msg, "account": {**account, "positions": [{"symbol": "XRPUSDT", "qty": 1, "entry_price": 1}]}}
+        await nc.publish("capguard.accounts.acct-1", json.dumps(bad).encode())
+        await nc.flush()
+        assert await wait_until(lambda: src.counters["applied"] == 1 and src.counters["refused"] == 1)
+        (a,) = src.snapshot.accounts
+        assert a.positions[0].qty == 0.1 and "not a configured instrument" in caplog.text
+        assert src.data_state(sim_clock.now()) == DataState.OK
+        sim_clock.advance(31)
+        assert src.data_state(sim_clock.now()) == DataState.STALE  # no heartbeat
+    finally:
+        await nc.close()
+        await src.stop()
