@@ -132,12 +132,14 @@ def record_text(record: dict[str, Any]) -> str:
         return f"data {record.get('data_state')} {', '.join(record.get('instruments') or [])}".strip()
     if kind == "action":
         stage = record.get("stage", "")
-        what = record.get("kind") or record.get("plan_kind") or "action"
+        what = (
+            record.get("kind") or (record.get("outcome") or {}).get("plan_kind") or record.get("plan_kind") or "action"
+        )
         parts = [f"{what} {stage}".strip()]
         if record.get("action_id"):
             parts.append(str(record["action_id"]))
-        if stage == "finished":
-            parts.append(_outcome(record))
+        if stage in ("finished", "resumed"):
+            parts.append(_outcome(record.get("outcome") or record))
         elif record.get("cancelled") is not None:
             parts.append(f"{len(record['cancelled'])} orders cancelled")
         return " ".join(parts)

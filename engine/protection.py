@@ -290,7 +290,7 @@ class Protection:
             return plan.action_id
         self.alert(plan.kind, "critical", a, f"{reason}: {acct}, {len(plan.orders)} orders", action_id=plan.action_id)
         target = plan.target if plan.target is not None else np.inf
-        self._publish("action", account=acct, action_id=plan.action_id, stage="started", kind=plan.kind)
+        self._publish("action", account=acct, action_id=plan.action_id, stage="started", plan_kind=plan.kind)
 
         async def run() -> None:
             try:
