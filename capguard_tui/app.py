@@ -136,6 +136,8 @@ class CapguardApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.stop_guard()
+        if hasattr(self.view, "aclose"):
+            await self.view.aclose()
 
     async def action_quit(self) -> None:
         await self.stop_guard()
@@ -170,6 +172,9 @@ class CapguardApp(App[int]):
     def badges(self) -> str:
         summary = self.state.snapshot.summary if self.state.snapshot else {}
         out = []
+        conn = summary.get("connection")
+        if conn is not None and not conn.get("connected"):
+            out.append(f"[bold $risk-text on $risk-liquidation] DISCONNECTED: numbers stale ({conn.get('age_s')}s) [/]")
         if summary.get("kill_switch"):
             out.append("[bold $risk-text on $risk-liquidation] KILL SWITCH [/]")
         if summary.get("circuit_breaker"):

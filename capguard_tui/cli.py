@@ -2,6 +2,8 @@
 
     capguard [--config PATH] [--scenario NAME] [--speed FACTOR] [--theme NAME] [--readonly]
     capguard --headless [--config PATH] [--scenario NAME] [--speed FACTOR] [--journal PATH]
+                        [--api HOST:PORT | --no-api] [--notify URL ...]
+    capguard --connect URL [--token T]   the console attached to a remote headless guard
     capguard eval FILE            value a JSON snapshot, print JSON
     capguard journal [...]        list, export and verify the journal
     capguard info                 version, configuration in force, paths
@@ -52,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readonly", action="store_true", help="console without any override key")
     parser.add_argument("--headless", action="store_true", help="run the guard unattended, JSON logs on stderr")
     parser.add_argument("--journal", metavar="PATH", help="journal file (default: see `capguard info`)")
+    parser.add_argument(
+        "--api", metavar="HOST:PORT", help="headless: serve the API here (default: [api] host and port)"
+    )
+    parser.add_argument("--no-api", action="store_true", help="headless: no REST/WebSocket API")
+    parser.add_argument(
+        "--connect", metavar="URL", help="console attached to a remote headless guard (http://HOST:PORT)"
+    )
+    parser.add_argument("--token", metavar="TOKEN", help="API token for --connect (default: $CAPGUARD_TOKEN)")
     parser.add_argument(
         "--notify",
         action="append",
@@ -126,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.journal_cli import run_journal
 
         return run_journal(args)
+    if args.connect:
+        return run_remote_console(args)
     if args.headless:
         return run_headless(args)
     return run_console(args)
@@ -142,7 +154,27 @@ def run_headless(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"capguard: invalid configuration: {exc}", file=sys.stderr)
         return EX_CONFIG
-    return asyncio.run(run(loaded, args.scenario, args.speed or 1.0, args.journal, notify=args.notify))
+    return asyncio.run(
+        run(
+            loaded, args.scenario, args.speed or 1.0, args.journal, notify=args.notify, api=args.api, no_api=args.no_api
+        )
+    )
+
+
+def run_remote_console(args: argparse.Namespace) -> int:
+    import os
+
+    from engine.remote import RemoteGuardView
+
+    try:
+        view = RemoteGuardView(args.connect, args.token or os.environ.get("CAPGUARD_TOKEN"))
+        operator = view.whoami()
+    except Exception as exc:
+        print(f"capguard: cannot connect to {args.connect}: {exc}", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
+    from capguard_tui.app import CapguardApp
+
+    return int(CapguardApp(view, operator, guard=None, run_guard=False, readonly=args.readonly).run() or 0)
 
 
 def run_console(args: argparse.Namespace) -> int:

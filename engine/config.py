@@ -26,6 +26,7 @@ from tomlkit.exceptions import ParseError
 from tomlkit.toml_document import TOMLDocument
 
 from engine.alerts.config import AlertsConfig
+from engine.api.config import ApiConfig
 from engine.connectors.base import BrokerConfig, SourcesConfig
 from engine.ladder import LadderConfig
 from engine.levels import Thresholds
@@ -107,6 +108,7 @@ class Config(Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     instruments: list[Instrument] = Field(default_factory=list)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)

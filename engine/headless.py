@@ -48,6 +48,8 @@ async def run_headless(
     journal: str | None,
     grace: float = 10.0,
     notify: Sequence[str] = (),
+    api: str | None = None,
+    no_api: bool = False,
 ) -> int:
     from engine.alerts.notifier import Notifier
     from engine.guard import Guard
@@ -64,6 +66,18 @@ async def run_headless(
         journal_path=Path(journal) if journal else None,
         config_writer=ConfigWriter(loaded),
     )
+    api_server = None
+    if not no_api:
+        from engine.api import ApiServer, StartupRefused, parse_bind
+
+        try:
+            host, port = parse_bind(api) if api else (loaded.config.api.host, loaded.config.api.port)
+            api_server = ApiServer(guard, loaded.config.api, host, port, guard.config_writer)
+            await api_server.start()
+        except (StartupRefused, ValueError, OSError) as exc:
+            log.error("api refused", extra={"event": {"event": "config_error", "api": str(exc)}})
+            guard.journal.close()
+            return 78  # EX_CONFIG
     notifier = Notifier(
         loaded.config.alerts,
         guard.clock,
@@ -87,6 +101,7 @@ async def run_headless(
                 "accounts": guard.book.n_accounts,
                 "scenario": guard.simulator.scenario.name,
                 "speed": speed,
+                "api": api_server.url if api_server is not None else None,
             }
         },
     )
@@ -105,6 +120,8 @@ async def run_headless(
     failed = runner in done and runner.exception() is not None
     if failed:
         log.error("guard loop failed", exc_info=runner.exception())
+    if api_server is not None:
+        await api_server.stop()
     await guard.stop(grace)
     notifier.stop()
     await notifier_task

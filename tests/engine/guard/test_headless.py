@@ -30,6 +30,8 @@ def test_headless_crash_run_acts_journals_alerts_and_exits_cleanly_on_sigterm(tm
             str(journal),
             "--notify",
             sink.url("desk"),
+            "--api",
+            "127.0.0.1:0",
         ],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
