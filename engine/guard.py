@@ -22,12 +22,14 @@ import numpy as np
 from engine import thresholds as dyn
 from engine.alerts.approach import approaching
 from engine.book import Book
-from engine.clock import Clock, SimClock, iso
+from engine.clock import Clock, SimClock, WallClock, iso
 from engine.config import Config, ConfigWriter, state_dir
+from engine.connectors.base import Sources, build_broker, build_sources
 from engine.events import EventHub, Subscription
 from engine.journal import Journal
 from engine.ladder import DataState, Ladder, TradingState
 from engine.levels import LEVEL_NAMES, Level
+from engine.model import Account
 from engine.operators import Operator
 from engine.protection import Protection
 from engine.quality import PriceGate, account_state
@@ -56,6 +58,8 @@ class Guard:
         venue_state: Path | None = None,
         broker_params: SimBrokerParams | None = None,
         config_writer: ConfigWriter | None = None,
+        sources: Sources | None = None,
+        accounts: list[Account] | None = None,
     ) -> None:
         self.config = config
         self.config_writer = config_writer  # threshold edits are written back through it
@@ -67,16 +71,23 @@ class Guard:
             journal = Journal(path, self.clock)
         self.journal = journal
         instruments = list(config.instruments)
+        # Live connectors when configured (Guard.connect starts them); else the simulator.
+        self.sources = sources
+        self.live_feed = sources.price_feed if sources is not None and sources.prices else None
         self.simulator = MarketSimulator(instruments, config.simulator, scenario=scenario)
         self.feed = SimulatedFeed(self.simulator)
         self.feed.paused = paused
-        self.book = Book(instruments, demo_accounts(config.simulator, instruments), config.thresholds)
-        self.book.set_marks(np.arange(len(instruments)), self.simulator.prices, self.start_time)
+        book_accounts = accounts if accounts is not None else demo_accounts(config.simulator, instruments)
+        self.book = Book(instruments, book_accounts, config.thresholds)
+        if self.live_feed is None:
+            self.book.set_marks(np.arange(len(instruments)), self.simulator.prices, self.start_time)
         self.book.revalue()
         self.hub = EventHub()
         self.ladder = Ladder(self.book.n_accounts, config.ladder)
         self.gate = PriceGate(len(instruments), config.data_quality)
-        self.broker = SimBroker(self.book, self.clock, broker_params, state_path=venue_state)
+        external = build_broker(config.broker, sources, instruments, self.clock) if sources is not None else None
+        self.broker = external or SimBroker(self.book, self.clock, broker_params, state_path=venue_state)
+        self._tasks: list[asyncio.Task[None]] = []
         self.protection = Protection(self)
         self._approaching = np.zeros(self.book.n_accounts, dtype=bool)
         self._slope = np.full(self.book.n_accounts, np.nan)
@@ -101,8 +112,26 @@ class Guard:
             protection_mode=config.guard.protection_mode,
         )
 
+    @classmethod
+    async def connect(cls, config: Config, **kw: Any) -> Guard:
+        """A guard on the configured live sources (started, first account snapshot taken),
+        or on the embedded simulator when `[sources]` configures none."""
+        section = config.sources
+        if not any(getattr(section, name) is not None for name in type(section).model_fields):
+            return cls(config, **kw)
+        clock = kw.pop("clock", None) or WallClock()
+        sources = build_sources(section, config.instruments, clock)
+        await sources.start()
+        for source in sources.accounts:
+            await source.refresh()
+        accounts = [a for s in sources.accounts if s.snapshot for a in s.snapshot.accounts]
+        return cls(config, clock=clock, sources=sources, accounts=accounts or None, **kw)
+
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
+        if self.sources is not None and self.sources.publisher is not None:
+            publisher_sub = self.hub.subscribe(maxsize=10_000)
+            self._tasks.append(asyncio.get_running_loop().create_task(self.sources.publisher.run(publisher_sub)))
         await self.protection.reconcile()
         interval = self.feed.tick_interval / self.speed
         while not self._stopping.is_set():
@@ -117,14 +146,22 @@ class Guard:
         """Stop the loop, let in-flight actions finish (or journal them as interrupted)."""
         self._stopping.set()
         await self.protection.drain(grace)
+        for task in self._tasks:
+            task.cancel()
+        if self.sources is not None:
+            await self.sources.stop()
         self.journal.append("system", event="guard_stop")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, now: float) -> None:
         """One pass: take prices, re-value, classify, step the ladder, decide."""
         book = self.book
-        ids, prices = self.feed.poll(now - self.start_time, coalesce=True)
-        self.ingest(ids, prices, now)
+        if self.live_feed is not None:
+            ids, prices, received = self.live_feed.poll(now, coalesce=True)
+            self.ingest(ids, prices, received)
+        else:
+            ids, prices = self.feed.poll(now - self.start_time, coalesce=True)
+            self.ingest(ids, prices, now)
         if now - self._last_thresholds >= 1.0:
             self.refresh_thresholds(now)
         self._update_data_state(now)
@@ -137,23 +174,25 @@ class Guard:
         self._sample(now)
         self.version += 1
 
-    def ingest(self, instruments: np.ndarray, prices: np.ndarray, received: float) -> int:
+    def ingest(self, instruments: np.ndarray, prices: np.ndarray, received: float | np.ndarray) -> int:
         """Take mark prices from any source through the price gate into the book.
 
-        Returns how many were applied. A refused or unconfirmed price never reaches the book.
+        `received` is the receive time of each price (or one for all). Returns how many were
+        applied. A refused or unconfirmed price never reaches the book.
         """
         if not instruments.size:
             return 0
         book = self.book
         ok = self.gate.screen(instruments, prices, book.mark)
         ids, values = instruments[ok], prices[ok]
+        times = np.broadcast_to(np.asarray(received, dtype=np.float64), instruments.shape)[ok]
         if not ids.size:
             return 0
         if ids.size * 10 < len(book.instruments):
-            for i, p in zip(ids.tolist(), values.tolist(), strict=True):
-                book.apply_tick(i, p, received)  # re-values only what holds i
+            for i, p, t in zip(ids.tolist(), values.tolist(), times.tolist(), strict=True):
+                book.apply_tick(i, p, t)  # re-values only what holds i
         else:
-            book.set_marks(ids, values, received)
+            book.set_marks(ids, values, times)
             book.revalue()
         self._price_window.append(book.mark.copy())
         return int(ids.size)
@@ -182,6 +221,11 @@ class Guard:
         book = self.book
         inst = self.gate.instrument_state(now, book.mark, book.mark_time)
         state = account_state(inst, book.pos_instrument, book._seg_starts, book._nonempty, book.n_accounts)
+        for source in self.sources.accounts if self.sources is not None else ():
+            # Positions and balances from a source that stopped answering are not trusted either.
+            if source.data_state(now) != DataState.OK and source.snapshot is not None:
+                ids = [book.account_index[a.id] for a in source.snapshot.accounts if a.id in book.account_index]
+                state[ids] = np.maximum(state[ids], DataState.STALE)
         changed = np.flatnonzero(state != self.ladder.data_state)
         self.ladder.data_state[:] = state
         for a in changed.tolist():

@@ -59,7 +59,7 @@ async def run_headless(
         if (problem := Notifier.validate_url(url)) is not None:
             log.error("bad --notify", extra={"event": {"event": "config_error", "notify": i, "problem": problem}})
             return 78  # EX_CONFIG
-    guard = Guard(
+    guard = await Guard.connect(
         loaded.config,
         scenario=scenario,
         speed=speed,

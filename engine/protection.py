@@ -332,7 +332,10 @@ class Protection:
         unfinished = self.g.journal.unfinished_actions()
         if not unfinished:
             return
-        replayed = self.g.broker.replay_into(self.g.book)
+        # The simulated venue's record rebuilds the positions; a real venue's account source
+        # already reports them.
+        replay = getattr(self.g.broker, "replay_into", None)
+        replayed = replay(self.g.book) if replay is not None else 0
         self.g.journal.append("system", event="reconcile", actions=len(unfinished), venue_fills_replayed=replayed)
         loop = asyncio.get_running_loop()
         for item in unfinished:
