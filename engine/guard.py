@@ -30,7 +30,7 @@ from engine.journal import Journal
 from engine.ladder import DataState, Ladder, TradingState
 from engine.levels import LEVEL_NAMES, Level
 from engine.model import Account
-from engine.operators import Operator
+from engine.operators import Operator, Role
 from engine.protection import Protection
 from engine.quality import PriceGate, account_state
 from engine.sim.broker import SimBroker, SimBrokerParams
@@ -129,9 +129,15 @@ class Guard:
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        if self.sources is not None and self.sources.publisher is not None:
-            publisher_sub = self.hub.subscribe(maxsize=10_000)
-            self._tasks.append(asyncio.get_running_loop().create_task(self.sources.publisher.run(publisher_sub)))
+        loop = asyncio.get_running_loop()
+        if self.sources is not None:
+            if self.sources.publisher is not None:
+                publisher_sub = self.hub.subscribe(maxsize=10_000)
+                self._tasks.append(loop.create_task(self.sources.publisher.run(publisher_sub)))
+            if self.sources.risk_center is not None:
+                self.sources.risk_center.listeners.append(self._apply_risk_center)
+            if self.sources.binance is not None and self.sources.binance.accounts is not None:
+                self._tasks.append(loop.create_task(self._resync_venue()))
         await self.protection.reconcile()
         interval = self.feed.tick_interval / self.speed
         while not self._stopping.is_set():
@@ -141,6 +147,39 @@ class Guard:
             elapsed = asyncio.get_running_loop().time() - started
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, interval - elapsed))
+
+    def _apply_risk_center(self, payload: Any, changes: list[dict[str, Any]]) -> None:
+        """Threshold changes pulled from the risk center go through the journaled command path."""
+        operator = Operator("risk-center", Role.RISK, "risk_center")
+        for change in changes:
+            after = change.get("after") or {}
+            if change.get("scope") == "account" and change.get("account") and after:
+                asyncio.get_running_loop().create_task(
+                    self.command(
+                        "set_thresholds",
+                        operator,
+                        account=change["account"],
+                        reason=change.get("change_id", ""),
+                        **after,
+                    )
+                )
+
+    async def _resync_venue(self) -> None:
+        """Compare capguard's figures with the venue's own, and notice what the venue did alone."""
+        venue = self.sources.binance if self.sources is not None else None
+        assert venue is not None
+        interval = venue.config.resync_interval
+        while not self._stopping.is_set():
+            await self.clock.sleep(interval)
+            book = self.book
+            busy = {  # positions with capguard orders in flight are expected to move
+                (book.info[a].id, book.instruments[i].symbol)
+                for a in self.protection.active
+                for i in book.pos_instrument[book.account_positions(a)].tolist()
+            }
+            for d in await venue.accounts.resync(self.book, skip=busy):
+                a = self.book.account_index.get(d.account)
+                self.protection.alert("system", "critical", a, d.message, divergence=d.to_dict())
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the loop, let in-flight actions finish (or journal them as interrupted)."""
