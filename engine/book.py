@@ -46,6 +46,73 @@ class AccountInfo:
     margin_mode: str
 
 
+_ACCT_ROWS = 10  # fields of an account record in Book._acct, see Book._set_accounts
+
+
+class _TickPlan:
+    """What a tick on one instrument touches, prepared once per book layout.
+
+    Besides the index it holds contiguous mirrors of its positions' inputs and values (units,
+    entry, bracket, bracket bounds and rates, the four values), so a tick reads nothing
+    scattered across the book. The mirrors are refreshed from the book when `epoch` is behind
+    the book's (anything that re-values positions in bulk moves the book's epoch on).
+    """
+
+    __slots__ = (
+        "abs_units",
+        "accts",
+        "bracket",
+        "bracket_start",
+        "contract_size",
+        "entry",
+        "epoch",
+        "flat_pos",
+        "floors",
+        "iso_flat",
+        "iso_local",
+        "iso_margin",
+        "iso_pos",
+        "iso_starts",
+        "pos",
+        "starts",
+        "tier",
+        "units",
+        "vals",
+    )
+
+    def __init__(
+        self,
+        pos: np.ndarray,
+        local: np.ndarray,
+        accts: np.ndarray,
+        contract_size: float,
+        floors: np.ndarray,
+        bracket_start: int,
+        iso_local: np.ndarray,
+        iso_pos: np.ndarray,
+        iso_starts: np.ndarray,
+        n_positions: int,
+        n_accounts: int,
+    ) -> None:
+        self.pos = pos  # its positions, in account order
+        self.accts = accts  # the distinct accounts holding it
+        # reduceat starts of each account's run in `pos`; None when every account holds one position
+        self.starts = None if accts.size == pos.size else np.flatnonzero(np.concatenate([[True], np.diff(local) != 0]))
+        self.contract_size = contract_size
+        self.floors = floors  # the instrument's bracket floors, and its first flat bracket index
+        self.bracket_start = bracket_start
+        self.iso_local = iso_local  # indices into `accts` of isolated accounts
+        self.iso_pos = iso_pos  # all positions of those accounts (account order)
+        self.iso_starts = iso_starts  # reduceat starts of each of them in `iso_pos`
+        # Flat indices into the raveled (4, n) position values and (4, n_accounts) account sums.
+        # And PnL and MM of the isolated accounts' positions.
+        self.flat_pos = (np.arange(4)[:, None] * n_positions + pos).ravel()
+        self.iso_flat = (np.arange(2)[:, None] * n_positions + iso_pos).ravel()
+        self.epoch = -1
+        self.units = self.abs_units = self.entry = self.bracket = self.tier = self.vals = np.zeros(0)
+        self.iso_margin = np.zeros(0)
+
+
 class Book:
     def __init__(
         self,
@@ -53,12 +120,7 @@ class Book:
         accounts: Iterable[Account],
         thresholds: Thresholds | None = None,
     ) -> None:
-        self.instruments: list[Instrument] = list(instruments)
-        self.symbol_index: dict[str, int] = {}
-        for n, inst in enumerate(self.instruments):
-            if inst.symbol in self.symbol_index:
-                raise InputError(f"instrument {inst.symbol}: listed twice")
-            self.symbol_index[inst.symbol] = n
+        self._set_instruments(instruments)
         accounts = list(accounts)
         self.account_index: dict[str, int] = {}
         for n, acct in enumerate(accounts):
@@ -74,20 +136,135 @@ class Book:
         self.info = [
             AccountInfo(a.id, a.name or a.id, a.desk, a.strategy, a.risk_class, a.margin_mode) for a in accounts
         ]
+        self._set_accounts(
+            np.array([a.wallet_balance for a in accounts], dtype=np.float64),
+            np.array([a.margin_mode == "isolated" for a in accounts], dtype=bool),
+            thresholds,
+        )
+        self._load_positions(accounts)
+        self._load_orders(accounts)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        instruments: Iterable[Instrument],
+        account_ids: list[str],
+        wallet: np.ndarray,
+        isolated: np.ndarray,
+        pos_account: np.ndarray,
+        pos_instrument: np.ndarray,
+        pos_qty: np.ndarray,
+        pos_entry: np.ndarray,
+        pos_isolated_margin: np.ndarray | None = None,
+        thresholds: Thresholds | None = None,
+    ) -> Book:
+        """A book built straight from arrays (bulk loads, benchmarks), checked like the records.
+
+        Positions must be grouped by account in ascending account order (`pos_account`
+        non-decreasing); isolated margins are required for positions of isolated accounts.
+        There are no open orders. Descriptive fields default to the account id.
+        """
+        self = cls.__new__(cls)
+        self._set_instruments(instruments)
+        ids = [str(a) for a in account_ids]
+        self.account_index = {}
+        for n, acct_id in enumerate(ids):
+            if not acct_id:
+                raise InputError(f"account {n}: empty account id")
+            if acct_id in self.account_index:
+                raise InputError(f"account {acct_id}: duplicate account id")
+            self.account_index[acct_id] = n
+        wallet = np.array(wallet, dtype=np.float64)
+        isolated = np.array(isolated, dtype=bool)
+        if wallet.shape != (len(ids),) or isolated.shape != (len(ids),):
+            raise InputError(f"wallet and isolated must hold one value per account ({len(ids)})")
+        bad = np.flatnonzero(~np.isfinite(wallet))
+        if bad.size:
+            raise InputError(f"account {ids[bad[0]]}: wallet_balance must be a finite number, got {wallet[bad[0]]!r}")
+        self.info = [
+            AccountInfo(i, i, "default", "default", "standard", "isolated" if iso else "cross")
+            for i, iso in zip(ids, isolated.tolist(), strict=True)
+        ]
+        self._set_accounts(wallet, isolated, thresholds)
+
+        pos_account = np.array(pos_account, dtype=np.int64)
+        n = pos_account.size
+        pos_instrument = np.array(pos_instrument, dtype=np.int64)
+        pos_qty = np.array(pos_qty, dtype=np.float64)
+        pos_entry = np.array(pos_entry, dtype=np.float64)
+        iso_margin = np.full(n, np.nan) if pos_isolated_margin is None else np.array(pos_isolated_margin, np.float64)
+        for name, arr in (
+            ("pos_instrument", pos_instrument),
+            ("pos_qty", pos_qty),
+            ("pos_entry", pos_entry),
+            ("pos_isolated_margin", iso_margin),
+        ):
+            if arr.shape != (n,):
+                raise InputError(f"{name} must hold one value per position ({n})")
+
+        def refuse(mask: np.ndarray, what: str) -> None:
+            bad = np.flatnonzero(mask)
+            if bad.size:
+                k = int(bad[0])
+                owner = ids[pos_account[k]] if 0 <= pos_account[k] < len(ids) else f"#{pos_account[k]}"
+                raise InputError(f"position {k} (account {owner}): {what}")
+
+        refuse((pos_account < 0) | (pos_account >= len(ids)), "account index out of range")
+        refuse(np.concatenate([[False], np.diff(pos_account) < 0]), "positions must be grouped by ascending account")
+        refuse((pos_instrument < 0) | (pos_instrument >= len(self.instruments)), "unknown instrument index")
+        refuse(~np.isfinite(pos_qty), "qty must be a finite number")
+        refuse(~(np.isfinite(pos_entry) & (pos_entry > 0)), "entry_price must be a positive finite number")
+        needs = isolated[pos_account]
+        refuse(needs & ~(np.isfinite(iso_margin) & (iso_margin >= 0)), "needs a finite isolated_margin >= 0")
+        self.pos_account, self.pos_instrument = pos_account, pos_instrument
+        self.pos_qty, self.pos_entry = pos_qty, pos_entry
+        self.pos_isolated_margin = np.where(needs, iso_margin, np.nan)
+        self.pos_liquidate_last = np.zeros(n, dtype=bool)
+        self.pos_opened = [None] * n
+        self._index_positions()
+        self._load_orders([])
+        return self
+
+    def _set_instruments(self, instruments: Iterable[Instrument]) -> None:
+        self.instruments: list[Instrument] = list(instruments)
+        self.symbol_index: dict[str, int] = {}
+        for n, inst in enumerate(self.instruments):
+            if inst.symbol in self.symbol_index:
+                raise InputError(f"instrument {inst.symbol}: listed twice")
+            self.symbol_index[inst.symbol] = n
         self.table = margin.BracketTable.from_instruments(self.instruments)
         n_inst = len(self.instruments)
         self.contract_size = np.array([i.contract_size for i in self.instruments], dtype=np.float64)
         self.mark = np.full(n_inst, np.nan)
         self.mark_time = np.full(n_inst, np.nan)  # receive time, seconds since the epoch
-        self.n_accounts = len(accounts)
-        self.wallet = np.array([a.wallet_balance for a in accounts], dtype=np.float64)
-        self.isolated = np.array([a.margin_mode == "isolated" for a in accounts], dtype=bool)
+
+    def _set_accounts(self, wallet: np.ndarray, isolated: np.ndarray, thresholds: Thresholds | None) -> None:
+        self.n_accounts = wallet.size
+        self.isolated = isolated
         t = thresholds or Thresholds()
-        self.warning = np.full(self.n_accounts, t.warning)
-        self.critical = np.full(self.n_accounts, t.critical)
-        self.liquidation = np.full(self.n_accounts, t.liquidation)
-        self._load_positions(accounts)
-        self._load_orders(accounts)
+        # Everything per account in one record of 10 numbers (an (n_accounts, 10) block), so a
+        # tick gathers and scatters its accounts' figures in one go, a few cache lines each.
+        # Fields: PnL, MM, notional and IM sums, equity, ratio, wallet, warning, critical and
+        # liquidation thresholds. The public names are (strided) views of the columns: write
+        # them in place (book.warning[:] = ..., book.wallet[a] += ...), never rebind them.
+        self._acct = np.zeros((self.n_accounts, _ACCT_ROWS))
+        self._acct_rec = self._acct.view(np.dtype((np.void, 8 * _ACCT_ROWS))).reshape(-1)
+        self._acct_vals = self._acct[:, :4].T  # the four sums, as rows
+        self.acct_upnl, self.acct_mm = self._acct[:, 0], self._acct[:, 1]
+        self.equity, self.ratio, self.wallet = self._acct[:, 4], self._acct[:, 5], self._acct[:, 6]
+        self.warning, self.critical, self.liquidation = self._acct[:, 7], self._acct[:, 8], self._acct[:, 9]
+        self._acct_views = (
+            self.acct_upnl,
+            self.acct_mm,
+            self.equity,
+            self.ratio,
+            self.wallet,
+            self.warning,
+            self.critical,
+            self.liquidation,
+        )
+        self.wallet[:] = wallet
+        self.warning[:], self.critical[:], self.liquidation[:] = t.warning, t.critical, t.liquidation
 
     # ------------------------------------------------------------------ structure
     def _load_positions(self, accounts: list[Account]) -> None:
@@ -105,7 +282,13 @@ class Book:
         self._index_positions()
 
     def _index_positions(self) -> None:
-        """(Re)build the account segments, the instrument index and the cached brackets."""
+        """(Re)build the account segments, the instrument index and the cached brackets.
+
+        Call it again after adding or removing positions. Besides the public index it keeps,
+        for the hot paths: each position's contract size, the bounds and rates of its current
+        bracket (`_pos_tier`, rows floor, cap, mmr, cum, im rate; written only by
+        `_set_brackets`), and per instrument a ready-made tick plan (`_tick`).
+        """
         n = self.pos_qty.size
         counts = np.bincount(self.pos_account, minlength=self.n_accounts)
         self.acct_pos_start = np.cumsum(counts) - counts
@@ -116,28 +299,76 @@ class Book:
         self.inst_positions = order
         icounts = np.bincount(self.pos_instrument, minlength=len(self.instruments))
         self.inst_pos_start = np.concatenate([[0], np.cumsum(icounts)])
+        # Isolated accounts holding positions: their positions (account order) and segment starts,
+        # for the account ratio = lowest position ratio.
+        self._iso_ids = self._nonempty[self.isolated[self._nonempty]]
+        self._iso_pos = ranges(self.acct_pos_start[self._iso_ids], counts[self._iso_ids])
+        self._iso_starts = np.cumsum(counts[self._iso_ids]) - counts[self._iso_ids]
         # Per instrument: the distinct accounts holding it, and for each of its positions the
-        # local index of its account in that list (so deltas reduce with one bincount).
+        # local index of its account in that list. Positions are in account order, so `local`
+        # is non-decreasing and deltas reduce with one reduceat.
         self.inst_accounts: list[np.ndarray] = []
         self.inst_local: list[np.ndarray] = []
+        self._tick: list[_TickPlan | None] = []
         for i in range(len(self.instruments)):
             pos = order[self.inst_pos_start[i] : self.inst_pos_start[i + 1]]
             accts, local = np.unique(self.pos_account[pos], return_inverse=True)
             self.inst_accounts.append(accts)
             self.inst_local.append(local)
-        self.pos_bracket = self.table.start[self.pos_instrument].copy()
-        self.notional = np.zeros(n)
-        self.unrealized_pnl = np.zeros(n)
-        self.maintenance_margin = np.zeros(n)
-        self.initial_margin = np.zeros(n)
-        z = np.zeros(self.n_accounts)
-        self.acct_upnl, self.acct_mm, self.acct_im, self.acct_notional = z.copy(), z.copy(), z.copy(), z.copy()
-        self.equity = self.wallet.copy()
-        self.ratio = np.full(self.n_accounts, np.inf)
+            if not pos.size:
+                self._tick.append(None)
+                continue
+            iso_local = np.flatnonzero(self.isolated[accts])
+            iso_ids = accts[iso_local]
+            self._tick.append(
+                _TickPlan(
+                    pos=pos,
+                    local=local,
+                    accts=accts,
+                    contract_size=float(self.contract_size[i]),
+                    floors=self.table.floor[self.table.start[i] : self.table.start[i] + self.table.count[i]],
+                    bracket_start=int(self.table.start[i]),
+                    iso_local=iso_local,
+                    iso_pos=ranges(self.acct_pos_start[iso_ids], counts[iso_ids]),
+                    iso_starts=np.cumsum(counts[iso_ids]) - counts[iso_ids],
+                    n_positions=n,
+                    n_accounts=self.n_accounts,
+                )
+            )
+        self.pos_cs = self.contract_size[self.pos_instrument]
+        t = self.table
+        self._tier_table = np.stack([t.floor, t.cap, t.mmr, t.cum, t.im_rate])
+        self.pos_bracket = t.start[self.pos_instrument].copy()
+        self._pos_tier = np.ascontiguousarray(self._tier_table[:, self.pos_bracket])  # rows contiguous
+        self._pos_tier_flat = self._pos_tier.reshape(-1)
+        self._tier_rows = np.arange(5)[:, None] * n  # row offsets into _pos_tier_flat
+        # Values per position and sums per account, as rows of one array each so a tick moves
+        # all four with one gather and one scatter. The public names are views of the rows.
+        self._pos_vals = np.zeros((4, n))
+        self.unrealized_pnl, self.maintenance_margin, self.notional = self._pos_vals[:3]
+        # Account sums in the same row order. The ratio needs only PnL and MM: after a full
+        # revalue, position IM and the account notional and IM sums are computed on first read
+        # (see initial_margin, acct_notional, acct_im).
+        self._acct_vals[:] = 0.0
+        self._lazy_sums_stale = False
+        self._im_stale = False
+        self._pos_flat = self._pos_vals.reshape(-1)  # views, for flat (fast) fancy indexing
+        self._epoch = 0  # moves on whenever positions are re-valued in bulk (tick plans then reload)
+        self._buf = np.empty(n)
+        self._mark_buf = np.empty(n)
+        self._unit_contracts = bool(np.all(self.pos_cs == 1.0))
+        self._mask = np.empty((2, n), dtype=bool)
+        self.equity[:] = self.wallet
+        self.ratio[:] = np.inf
         self.level = np.zeros(self.n_accounts, dtype=np.int8)
         # Start from the valued state at the current marks (NaN, i.e. unknown, where unpriced), so
         # a first apply_tick never counts an unpriced position's margin as 0.
         self.revalue()
+
+    def _set_brackets(self, pos: np.ndarray, bracket: np.ndarray) -> None:
+        """Move positions to brackets, keeping the cached bracket bounds and rates in step."""
+        self.pos_bracket[pos] = bracket
+        self._pos_tier_flat[(self._tier_rows + pos).ravel()] = self._tier_table[:, bracket].ravel()
 
     def _load_orders(self, accounts: list[Account]) -> None:
         rows = [(a, o) for a, acct in enumerate(accounts) for o in acct.open_orders]
@@ -181,28 +412,79 @@ class Book:
 
     # ------------------------------------------------------------------ valuation
     def revalue(self) -> None:
-        """Full vectorised revaluation of every position and account."""
-        pi = self.pos_instrument
-        v = margin.value_positions(
-            self.pos_qty, self.pos_entry, self.contract_size[pi], self.mark[pi], self.pos_bracket, self.table
-        )
-        self.notional, self.unrealized_pnl = v.notional, v.unrealized_pnl
-        self.maintenance_margin, self.initial_margin, self.pos_bracket = (
-            v.maintenance_margin,
-            v.initial_margin,
-            v.bracket,
-        )
-        seg = (self._seg_starts, self._nonempty, self.n_accounts)
-        self.acct_upnl = margin.segment_sum(v.unrealized_pnl, *seg)
-        self.acct_mm = margin.segment_sum(v.maintenance_margin, *seg)
-        self.acct_im = margin.segment_sum(v.initial_margin, *seg)
-        self.acct_notional = margin.segment_sum(v.notional, *seg)
+        """Full vectorised revaluation of every position and account.
+
+        Same arithmetic as margin.value_positions (bit for bit), on cached per-position data and
+        preallocated buffers: only positions that left their cached bracket are re-walked.
+        """
+        mark = np.take(self.mark, self.pos_instrument, out=self._mark_buf, mode="clip")
+        # Every contract size 1 (as on USD-M linear contracts): units are the quantities themselves.
+        units = self.pos_qty if self._unit_contracts else np.multiply(self.pos_qty, self.pos_cs, out=self._buf)
+        upnl, mm, notional = self._pos_vals[:3]
+        np.abs(units, out=notional)
+        notional *= mark
+        np.subtract(mark, self.pos_entry, out=upnl)
+        upnl *= units
+        lo, hi, mmr, cum, _ = self._pos_tier
+        below, above = self._mask
+        np.less(notional, lo, out=below)
+        np.greater_equal(notional, hi, out=above)
+        below |= above
+        if below.any():
+            moved = np.flatnonzero(below)
+            self._set_brackets(moved, margin.walk_brackets(notional[moved], self.pos_bracket[moved], self.table))
+        np.multiply(notional, mmr, out=mm)
+        mm -= cum
+        self._sum_accounts(slice(0, 2))
+        self._im_stale = self._lazy_sums_stale = True
+        self._epoch += 1
         self._finish_accounts(slice(None))
+
+    def _sum_accounts(self, rows: slice) -> None:
+        """Account sums of some rows of the position values, from the positions."""
+        out = self._acct_vals[rows]
+        if self._nonempty.size == self.n_accounts:
+            np.add.reduceat(self._pos_vals[rows], self._seg_starts, axis=1, out=out)
+        else:
+            out[:] = 0.0
+            if self._nonempty.size:
+                out[:, self._nonempty] = np.add.reduceat(self._pos_vals[rows], self._seg_starts, axis=1)
+
+    @property
+    def acct_notional(self) -> np.ndarray:
+        """Notional per account (quote currency)."""
+        self._fresh_lazy_sums()
+        return self._acct_vals[2]
+
+    @property
+    def acct_im(self) -> np.ndarray:
+        """Initial margin per account; NaN where some position's bracket has no max leverage."""
+        self._fresh_lazy_sums()
+        return self._acct_vals[3]
+
+    @property
+    def initial_margin(self) -> np.ndarray:
+        """Initial margin per position (notional / max leverage); NaN where the bracket has none."""
+        self._fresh_position_im()
+        return self._pos_vals[3]
+
+    def _fresh_position_im(self) -> None:
+        if self._im_stale:
+            np.multiply(self._pos_vals[2], self._pos_tier[4], out=self._pos_vals[3])
+            self._im_stale = False
+            self._epoch += 1
+
+    def _fresh_lazy_sums(self) -> None:
+        if self._lazy_sums_stale:
+            self._fresh_position_im()
+            self._sum_accounts(slice(2, 4))
+            self._lazy_sums_stale = False
 
     def apply_tick(self, instrument: int, price: float, received: float) -> np.ndarray:
         """Set one instrument's mark and re-value only what it touches.
 
-        Returns the indices of the accounts whose ratio and level were updated.
+        Returns the indices of the accounts whose ratio and level were updated. The position
+        values are computed exactly as in `revalue()`; the account sums move by deltas.
         """
         if not (math.isfinite(price) and price > 0):
             raise InputError(
@@ -210,78 +492,155 @@ class Book:
             )
         self.mark[instrument] = price
         self.mark_time[instrument] = received
-        pos = self.inst_positions[self.inst_pos_start[instrument] : self.inst_pos_start[instrument + 1]]
-        accts = self.inst_accounts[instrument]
-        if not pos.size:
-            return accts
-        local = self.inst_local[instrument]
-        v = margin.value_positions(
-            self.pos_qty[pos],
-            self.pos_entry[pos],
-            self.contract_size[instrument],
-            price,
-            self.pos_bracket[pos],
-            self.table,
-        )
-        n = accts.size
-        for old, new, total in (
-            (self.unrealized_pnl, v.unrealized_pnl, self.acct_upnl),
-            (self.maintenance_margin, v.maintenance_margin, self.acct_mm),
-            (self.initial_margin, v.initial_margin, self.acct_im),
-            (self.notional, v.notional, self.acct_notional),
-        ):
-            delta = new - old[pos]
-            # A NaN on either side (first price, or no max leverage) poisons a delta: recompute those sums.
-            total[accts] += np.bincount(local, weights=delta, minlength=n)
-            old[pos] = new
-        self.pos_bracket[pos] = v.bracket
-        if np.isnan(self.acct_upnl[accts]).any() or np.isnan(self.acct_im[accts]).any():
+        plan = self._tick[instrument]
+        if plan is None:
+            return self.inst_accounts[instrument]
+        if plan.epoch != self._epoch:
+            self._refresh_plan(plan)
+        accts = plan.accts
+        new = np.empty((4, plan.pos.size))
+        upnl, mm, notional, im = new
+        tier = plan.tier
+        np.multiply(plan.abs_units, price, out=notional)
+        np.subtract(price, plan.entry, out=upnl)
+        upnl *= plan.units
+        moved = notional < tier[0]
+        moved |= notional >= tier[1]
+        crossed = np.logical_or.reduce(moved)
+        if crossed:
+            # The instrument's brackets are contiguous [floor, next floor): a binary search finds
+            # the same bracket walk_brackets would.
+            m = np.flatnonzero(moved)
+            b = np.searchsorted(plan.floors, notional[m], side="right") + (plan.bracket_start - 1)
+            tb = self._tier_table[:, b]
+            pm = plan.pos[m]
+            self.pos_bracket[pm] = b
+            self._pos_tier_flat[(self._tier_rows + pm).ravel()] = tb.ravel()
+            plan.bracket[m] = b
+            tier[:, m] = tb
+        np.multiply(notional, tier[2], out=mm)
+        mm -= tier[3]
+        np.multiply(notional, tier[4], out=im)
+        old = plan.vals
+        plan.vals = new
+        # While position IM is stale (after a full revalue, until read) leave its row alone.
+        if self._im_stale:
+            self._pos_flat[plan.flat_pos[: 3 * plan.pos.size]] = new[:3].ravel()
+        else:
+            self._pos_flat[plan.flat_pos] = new.ravel()
+        delta = new - old
+        if plan.starts is not None:  # some account holds more than one position in it
+            delta = np.add.reduceat(delta, plan.starts, axis=1)
+        if not self._views_intact():
             self._resum(accts)
-        self._finish_accounts(accts)
+            self._finish_accounts(accts)
+            return accts
+        # The accounts' records: PnL, MM, notional, IM sums, equity, ratio, wallet, thresholds.
+        blk = np.take(self._acct, accts, axis=0)
+        # Column by column (a (k, 4) strided add is far slower); the lazy sums only when fresh.
+        for c in range(2 if self._lazy_sums_stale else 4):
+            blk[:, c] += delta[c]
+        equity, ratio, account_mm = blk[:, 4], blk[:, 5], blk[:, 1]
+        np.add(blk[:, 6], blk[:, 0], out=equity)
+        # Plain division when every account holds margin (the usual case), else the full rules.
+        if np.minimum.reduce(account_mm) > 0:
+            np.divide(equity, account_mm, out=ratio)
+        else:
+            ratio[:] = margin.margin_ratio(equity, account_mm)
+        if plan.iso_local.size:
+            upnl_mm = self._pos_flat[plan.iso_flat].reshape(2, -1)
+            iso_mm = upnl_mm[1]
+            iso_eq = plan.iso_margin + upnl_mm[0]
+            r = iso_eq / iso_mm if np.minimum.reduce(iso_mm) > 0 else margin.margin_ratio(iso_eq, iso_mm)
+            ratio[plan.iso_local] = np.minimum.reduceat(r, plan.iso_starts)
+        total = np.add.reduce(ratio)  # NaN exactly when some ratio is NaN (no ratio is -inf)
+        has_unknown = total != total
+        # A NaN delta that replaces a NaN (first price of an unpriced position, or a bracket move
+        # from a tier without max leverage) must not stay in the sums: recompute those exactly.
+        # Either shows as a NaN ratio or happens on a bracket move. NaN -> NaN needs nothing.
+        if (crossed or has_unknown) and (np.isnan(old) & ~np.isnan(new)).any():
+            self._resum(accts)
+            self._finish_accounts(accts)
+            return accts
+        self._acct_rec[accts] = blk.view(self._acct_rec.dtype).reshape(-1)
+        # levels.classify on the thresholds in the records
+        level = np.add(ratio <= blk[:, 7], ratio <= blk[:, 8], dtype=np.int8)
+        level += ratio <= blk[:, 9]
+        if has_unknown:
+            level[np.isnan(ratio)] = -1
+        self.level[accts] = level
         return accts
+
+    def _views_intact(self) -> bool:
+        """True while the public per-account arrays are still the rows of the account block."""
+        a = self._acct_views
+        return (
+            self.acct_upnl is a[0]
+            and self.acct_mm is a[1]
+            and self.equity is a[2]
+            and self.ratio is a[3]
+            and self.wallet is a[4]
+            and self.warning is a[5]
+            and self.critical is a[6]
+            and self.liquidation is a[7]
+        )
+
+    def _refresh_plan(self, plan: _TickPlan) -> None:
+        """Load a tick plan's mirrors from the book."""
+        pos = plan.pos
+        n = pos.size
+        plan.units = self.pos_qty[pos] * plan.contract_size
+        plan.abs_units = np.abs(plan.units)
+        plan.entry = self.pos_entry[pos]
+        plan.bracket = self.pos_bracket[pos]
+        plan.tier = self._pos_tier_flat[(self._tier_rows + pos).ravel()].reshape(5, n)
+        plan.vals = self._pos_flat[plan.flat_pos].reshape(4, n)  # row 3 (IM) may be stale: see apply_tick
+        plan.iso_margin = self.pos_isolated_margin[plan.iso_pos]
+        plan.epoch = self._epoch
 
     def _resum(self, accts: np.ndarray) -> None:
         """Exact sums for some accounts from their positions."""
-        pos = ranges(self.acct_pos_start[accts], self.acct_pos_count[accts])
-        nonempty = self.acct_pos_count[accts] > 0
-        starts = (np.cumsum(self.acct_pos_count[accts]) - self.acct_pos_count[accts])[nonempty]
-        for src, dst in (
-            (self.unrealized_pnl, self.acct_upnl),
-            (self.maintenance_margin, self.acct_mm),
-            (self.initial_margin, self.acct_im),
-            (self.notional, self.acct_notional),
-        ):
-            sums = np.zeros(accts.size)
-            if pos.size:
-                sums[nonempty] = np.add.reduceat(src[pos], starts)
-            dst[accts] = sums
+        accts = np.asarray(accts, dtype=np.int64)
+        counts = self.acct_pos_count[accts]
+        pos = ranges(self.acct_pos_start[accts], counts)
+        sums = np.zeros((4, accts.size))
+        if pos.size:
+            nonempty = counts > 0
+            starts = (np.cumsum(counts) - counts)[nonempty]
+            sums[:, nonempty] = np.add.reduceat(self._pos_vals[:, pos], starts, axis=1)
+        self._acct_vals[:, accts] = sums
+
+    def _classify(self, ratio: np.ndarray, accts: np.ndarray | slice) -> np.ndarray:
+        """Level per account (levels.classify); an unknown (NaN) ratio is level -1."""
+        level = classify(ratio, self.warning[accts], self.critical[accts], self.liquidation[accts])
+        # An unpriced position leaves the ratio unknown: level -1 (shown as "—"), never an action.
+        unknown = np.isnan(ratio)
+        if unknown.any():
+            level[unknown] = -1
+        return level
 
     def _finish_accounts(self, accts: np.ndarray | slice) -> None:
-        self.equity[accts] = self.wallet[accts] + self.acct_upnl[accts]
-        ratio = margin.margin_ratio(self.equity[accts], self.acct_mm[accts])
-        self.ratio[accts] = ratio
-        if self.isolated.any():
-            self._isolated_ratios(accts)
-        self.level[accts] = classify(
-            self.ratio[accts], self.warning[accts], self.critical[accts], self.liquidation[accts]
-        )
-        # An unpriced position leaves the ratio unknown: level -1 (shown as "—"), never an action.
-        unknown = np.isnan(self.ratio[accts])
-        if unknown.any():
-            lv = self.level[accts]
-            lv[unknown] = -1
-            self.level[accts] = lv
-
-    def _isolated_ratios(self, accts: np.ndarray | slice) -> None:
-        """In an isolated-mode account each position has its own ratio; the account's is the lowest."""
-        ids = np.arange(self.n_accounts)[accts]
-        ids = ids[self.isolated[ids] & (self.acct_pos_count[ids] > 0)]
-        if not ids.size:
+        """Equity, ratio and level of some accounts (or all, with slice(None)) from their sums."""
+        if isinstance(accts, slice) and accts == slice(None):
+            np.add(self.wallet, self.acct_upnl, out=self.equity)
+            ratio = margin.margin_ratio(self.equity, self.acct_mm)
+            if self._iso_ids.size:
+                ratio[self._iso_ids] = np.minimum.reduceat(self.position_ratio(self._iso_pos), self._iso_starts)
+            self.ratio[:] = ratio
+            self.level[:] = self._classify(ratio, accts)
             return
-        pos = ranges(self.acct_pos_start[ids], self.acct_pos_count[ids])
-        ratios = self.position_ratio(pos)
-        starts = np.cumsum(self.acct_pos_count[ids]) - self.acct_pos_count[ids]
-        self.ratio[ids] = np.minimum.reduceat(ratios, starts)
+        ids = np.arange(self.n_accounts)[accts] if isinstance(accts, slice) else np.asarray(accts, dtype=np.int64)
+        equity = self.wallet[ids] + self.acct_upnl[ids]
+        ratio = margin.margin_ratio(equity, self.acct_mm[ids])
+        iso = np.flatnonzero(self.isolated[ids] & (self.acct_pos_count[ids] > 0))
+        if iso.size:
+            sub = ids[iso]
+            counts = self.acct_pos_count[sub]
+            pos = ranges(self.acct_pos_start[sub], counts)
+            ratio[iso] = np.minimum.reduceat(self.position_ratio(pos), np.cumsum(counts) - counts)
+        self.equity[ids] = equity
+        self.ratio[ids] = ratio
+        self.level[ids] = self._classify(ratio, ids)
 
     def position_ratio(self, pos: np.ndarray) -> np.ndarray:
         """(isolated margin + unrealised PnL) / maintenance margin per position (isolated accounts)."""
@@ -298,14 +657,14 @@ class Book:
             v = margin.value_positions(
                 self.pos_qty[pos],
                 self.pos_entry[pos],
-                self.contract_size[pi],
+                self.pos_cs[pos],
                 self.mark[pi],
                 self.pos_bracket[pos],
                 self.table,
             )
-            self.notional[pos], self.unrealized_pnl[pos] = v.notional, v.unrealized_pnl
-            self.maintenance_margin[pos], self.initial_margin[pos] = v.maintenance_margin, v.initial_margin
-            self.pos_bracket[pos] = v.bracket
+            self._pos_vals[:, pos] = (v.unrealized_pnl, v.maintenance_margin, v.notional, v.initial_margin)
+            self._set_brackets(pos, v.bracket)
+            self._epoch += 1  # quantities, values or brackets may have changed: tick plans reload
         self._resum(accts)
         self._finish_accounts(accts)
 
@@ -350,21 +709,22 @@ class Book:
 
     # ------------------------------------------------------------------ derived figures
     def liquidation_prices(self) -> np.ndarray:
-        """Liquidation price per position (NaN where none exists); see margin.liquidation_prices."""
-        acct = self.pos_account
-        iso = self.isolated[acct]
-        collateral = np.where(iso, self.pos_isolated_margin, self.wallet[acct])
-        other_mm = np.where(iso, 0.0, self.acct_mm[acct] - self.maintenance_margin)
-        other_upnl = np.where(iso, 0.0, self.acct_upnl[acct] - self.unrealized_pnl)
-        return margin.liquidation_prices(
-            self.pos_qty,
-            self.pos_entry,
-            self.contract_size[self.pos_instrument],
-            self.pos_bracket,
-            collateral,
-            other_mm,
-            other_upnl,
-            self.table,
+        """Liquidation price per position (NaN where none exists); see margin.liquidation_prices.
+
+        base = collateral - other_mm + other_upnl - s*Q*EP. Cross: collateral - other_mm +
+        other_upnl = (wallet + account PnL - account MM) + MM - PnL of the position, and
+        PnL + s*Q*EP = s*Q*mark = s * notional. Isolated: the isolated margin - s*Q*EP.
+        """
+        units = self.pos_qty if self._unit_contracts else self.pos_qty * self.pos_cs
+        base = np.take(self.wallet + self.acct_upnl - self.acct_mm, self.pos_account)
+        base += self.maintenance_margin
+        base -= np.copysign(self.notional, units)
+        if self._iso_pos.size:
+            ip = self._iso_pos
+            base[ip] = self.pos_isolated_margin[ip] - units[ip] * self.pos_entry[ip]
+        lo, hi, mmr, cum, _ = self._pos_tier
+        return margin.solve_liquidation(
+            units, base, self.pos_bracket, self.table, (lo, hi, mmr, cum), instrument=self.pos_instrument
         )
 
     def reserved_initial_margin(self) -> np.ndarray:

@@ -1,8 +1,10 @@
 """`capguard eval`: value a JSON snapshot with the same engine the guard runs.
 
-Input and output are documented in docs/eval.md. Thresholds are used as given (seed
-defaults when absent), with no dynamic adjustment; `level` is the instantaneous
-classification of the ratio.
+Input and output are documented in docs/eval.md; the optional risk analytics (`analytics`,
+`history` and the per-instrument `daily_volatility`, `price_scan_range` and
+`volatility_scan_range`) in docs/analytics.md. Thresholds are used as given (seed defaults
+when absent), with no dynamic adjustment; `level` is the instantaneous classification of the
+ratio. Without `analytics` the output is exactly the valuation.
 """
 
 from __future__ import annotations
@@ -12,20 +14,56 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.analytics.report import AnalyticsRequest, analytics
 from engine.book import Book
 from engine.levels import LEVEL_NAMES, Thresholds
 from engine.model import Account, InputError, Instrument
+
+_ANALYTICS_FIELDS = ("daily_volatility", "price_scan_range", "volatility_scan_range")
+
+
+def _positive(v: float | None, what: str) -> float | None:
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{what} must be a positive finite number, got {v!r}")
+    return v
+
+
+class EvalInstrument(Instrument):
+    """An instrument as `capguard eval` reads it: the engine's fields plus analytics inputs,
+    stripped (`instrument()`) before the book sees it."""
+
+    daily_volatility: float | None = Field(default=None, description="fraction per day")
+    price_scan_range: float | None = Field(default=None, description="absolute price move per unit")
+    volatility_scan_range: float | None = Field(default=None, description="volatility move (fraction)")
+
+    @field_validator(*_ANALYTICS_FIELDS)
+    @classmethod
+    def _positive_finite(cls, v: float | None) -> float | None:
+        return _positive(v, "value")
+
+    def instrument(self) -> Instrument:
+        return Instrument.model_validate(self.model_dump(exclude=set(_ANALYTICS_FIELDS)))
 
 
 class Snapshot(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    instruments: list[Instrument]
+    instruments: list[EvalInstrument]
     accounts: list[Account]
     prices: dict[str, float]
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    history: dict[str, list[float]] = Field(default_factory=dict, description="daily closes, oldest first")
+    analytics: AnalyticsRequest | None = None
+
+    @field_validator("history")
+    @classmethod
+    def _closes_positive(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        for symbol, closes in v.items():
+            for n, close in enumerate(closes):
+                _positive(close, f"{symbol} close {n}")
+        return v
 
 
 def format_validation_error(exc: ValidationError, data: Any = None) -> str:
@@ -70,11 +108,14 @@ def load_snapshot(text: str) -> Snapshot:
 
 
 def evaluate(snapshot: Snapshot) -> dict[str, Any]:
-    book = Book(snapshot.instruments, snapshot.accounts, snapshot.thresholds)
+    book = Book([i.instrument() for i in snapshot.instruments], snapshot.accounts, snapshot.thresholds)
     held = {book.instruments[i].symbol for i in np.unique(book.pos_instrument)}
     missing = sorted(held - snapshot.prices.keys())
     if missing:
         raise InputError(f"prices: no price for held symbol(s) {', '.join(missing)}")
+    unknown = sorted(snapshot.history.keys() - book.symbol_index.keys())
+    if unknown:
+        raise InputError(f"history: unknown symbol(s) {', '.join(unknown)}")
     book.set_prices(snapshot.prices, received=0.0)
     book.revalue()
     liq = book.liquidation_prices()
@@ -125,4 +166,20 @@ def evaluate(snapshot: Snapshot) -> dict[str, Any]:
                 "positions": positions,
             }
         )
-    return {"accounts": out}
+    if snapshot.analytics is None:
+        return {"accounts": out}
+    per_account, whole = analytics(
+        book,
+        _per_instrument(snapshot, "daily_volatility"),
+        _per_instrument(snapshot, "price_scan_range"),
+        snapshot.history,
+        snapshot.analytics,
+    )
+    for record, figures in zip(out, per_account, strict=True):
+        record["analytics"] = figures
+    return {"accounts": out, "analytics": whole}
+
+
+def _per_instrument(snapshot: Snapshot, name: str) -> np.ndarray:
+    """One optional instrument field as an array in instrument order, NaN where absent."""
+    return np.array([math.nan if (v := getattr(i, name)) is None else v for i in snapshot.instruments])

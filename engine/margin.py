@@ -139,8 +139,11 @@ def margin_ratio(equity: np.ndarray, maintenance_margin: np.ndarray) -> np.ndarr
     """equity / maintenance margin; +inf where nothing is held (maintenance margin 0), NaN where
     the maintenance margin is unknown (an unpriced position)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = equity / maintenance_margin
-    return np.where(maintenance_margin > 0, ratio, np.where(np.isnan(maintenance_margin), np.nan, np.inf))
+        ratio = np.asarray(np.divide(equity, maintenance_margin))  # NaN stays NaN
+    nothing = np.asarray(maintenance_margin) <= 0
+    if nothing.any():
+        ratio = np.where(nothing, np.inf, ratio)
+    return ratio
 
 
 def liquidation_prices(
@@ -165,17 +168,72 @@ def liquidation_prices(
     zero). The bracket is found by walking from the current one until the notional at the
     candidate price lies in the bracket used. NaN where no positive price exists or qty is 0.
     """
-    side = np.sign(qty)
-    size = np.abs(qty) * contract_size
-    base = collateral - other_mm + other_upnl - side * size * entry
-    bracket = bracket_now.copy()
-    lp = np.full(qty.shape, np.nan)
-    todo = np.flatnonzero(size > 0)
+    units = qty * contract_size  # s * Q
+    base = collateral - other_mm + other_upnl - units * entry
+    return solve_liquidation(units, base, bracket_now, table)
+
+
+def solve_liquidation(
+    units: np.ndarray,
+    base: np.ndarray,
+    bracket_now: np.ndarray,
+    table: BracketTable,
+    tier: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    instrument: np.ndarray | None = None,
+) -> np.ndarray:
+    """LP = (base + cum) / (Q * mmr - s * Q) with the bracket that holds the notional at LP.
+
+    `units` is s * Q (signed size in underlying units), `base` is
+    collateral - other_mm + other_upnl - s * Q * EP. `tier` optionally gives the floor, cap, mmr
+    and cum of `bracket_now` per position (a cache), saving the first pass its table lookups;
+    `instrument` optionally gives each position's instrument.
+
+    A first pass tries the current bracket. The positions whose price falls outside it get
+    their bracket from `liquidation_brackets` and are checked the same way; any left over
+    (rounding at a boundary, or a table whose rates do not rise by tier) walk tier by tier,
+    and as a last resort every tier is tried.
+    """
+    size = np.abs(units)
+    if tier is None:
+        lo, hi, mmr, cum = (
+            table.floor[bracket_now],
+            table.cap[bracket_now],
+            table.mmr[bracket_now],
+            table.cum[bracket_now],
+        )
+    else:
+        lo, hi, mmr, cum = tier
+    # First pass over everything from the current bracket, in place on full-size arrays.
+    with np.errstate(divide="ignore", invalid="ignore"):  # nothing held: 0/0 and inf*0, NaN
+        den = size * mmr
+        den -= units
+        lp = base + cum
+        lp /= den
+        n = np.maximum(lp, 0.0)
+        n *= size
+    below = n < lo
+    below |= n >= hi
+    # With maintenance margin continuous at every floor (derived or consistent cum), equity - MM
+    # is monotone in the price: no liquidation price at all when its value at price 0,
+    # base + cum of the first tier, already has the sign it keeps (a long only gains from a
+    # rising price, a short from a falling one). Those need no search.
+    if instrument is None:
+        instrument = instrument_of_bracket(bracket_now, table)
+    if continuous(table):
+        cum0 = table.cum[table.start]
+        f0 = base * units if not cum0.any() else (base + cum0[instrument]) * units
+        below &= f0 < 0
+    else:
+        f0 = np.where(size > 0, -1.0, 0.0)  # search everything held, as tier by tier
+    todo = np.flatnonzero(below)
+    if todo.size:
+        bracket = liquidation_brackets(units[todo], base[todo], instrument[todo], table)
+        lp[todo] = np.nan
 
     def settle(todo: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = size[todo]
         with np.errstate(divide="ignore", invalid="ignore"):
-            cand = (base[todo] + table.cum[b]) / (q * table.mmr[b] - side[todo] * q)
+            cand = (base[todo] + table.cum[b]) / (q * table.mmr[b] - units[todo])
         n = q * np.maximum(cand, 0.0)
         step = (n >= table.cap[b]).astype(np.int64) - (n < table.floor[b]).astype(np.int64)
         done = step == 0
@@ -185,22 +243,62 @@ def liquidation_prices(
     # Each pass settles the positions whose candidate price falls inside the bracket used;
     # the others step one tier toward it. With rates rising by tier (maintenance margin
     # convex) this converges within K passes for K tiers.
-    for _ in range(int(table.count.max(initial=1)) + 1):
+    for _ in range(int(table.count.max(initial=1))):
         if not todo.size:
             break
-        done, step = settle(todo, bracket[todo])
-        todo = todo[~done]
-        bracket[todo] += step[~done]
+        done, step = settle(todo, bracket)
+        todo, bracket = todo[~done], bracket[~done] + step[~done]
     # A table whose rates do not rise by tier can make the walk cycle: try every tier.
     if todo.size:
-        first = table.start[instrument_of_bracket(bracket[todo], table)]
-        count = table.count[instrument_of_bracket(bracket[todo], table)]
+        first = table.start[instrument_of_bracket(bracket, table)]
+        count = table.count[instrument_of_bracket(bracket, table)]
         for k in range(int(count.max())):
             open_ = np.flatnonzero((k < count) & np.isnan(lp[todo]))
             if open_.size:
                 settle(todo[open_], first[open_] + k)
-    lp[~(lp > 0)] = np.nan
-    return lp
+    # No positive price (f0 >= 0 covers nothing held too): NaN.
+    valid = lp > 0
+    valid &= f0 < 0
+    return np.where(valid, lp, np.nan)
+
+
+def liquidation_brackets(
+    units: np.ndarray, base: np.ndarray, instrument: np.ndarray, table: BracketTable
+) -> np.ndarray:
+    """The bracket holding the notional N* at which equity == maintenance margin, directly.
+
+    With s the side and B = `base`, equity - MM at notional N is f(N) = B + s*N - MM(N), monotone
+    in N (rising for a long, falling for a short, as every mmr < 1). So N* lies at or above
+    the floor F_k of tier k exactly when s * B <= s * MM(F_k) - F_k, and the tier is the number
+    of floors above the first for which that holds. No positive N* (no liquidation price)
+    gives tier 0. One comparison per tier boundary, against per-(instrument, side) tables.
+    """
+    n_inst = table.start.size
+    short = units < 0
+    group = 2 * instrument + short
+    signed_base = np.where(short, -base, base)
+    tier = np.zeros(units.shape, dtype=np.int16)
+    for k in range(1, int(table.count.max(initial=1))):
+        has = np.flatnonzero(k < table.count)
+        j = table.start[has] + k
+        f = table.floor[j]
+        mm = f * table.mmr[j] - table.cum[j]
+        threshold = np.full(2 * n_inst, -np.inf)
+        threshold[2 * has] = mm - f
+        threshold[2 * has + 1] = -mm - f
+        tier += signed_base <= threshold[group]
+    return table.start[instrument] + tier
+
+
+def continuous(table: BracketTable) -> bool:
+    """True when maintenance margin has no jump at any bracket floor (to 1e-9 relative)."""
+    upper = np.ones(table.floor.size, dtype=bool)
+    upper[table.start] = False  # each instrument's first bracket has no floor below it
+    j = np.flatnonzero(upper)
+    f = table.floor[j]
+    at = f * table.mmr[j] - table.cum[j]
+    below = f * table.mmr[j - 1] - table.cum[j - 1]
+    return bool(np.all(np.abs(at - below) <= 1e-9 * np.maximum(np.abs(at), 1.0)))
 
 
 def instrument_of_bracket(bracket: np.ndarray, table: BracketTable) -> np.ndarray:
