@@ -24,6 +24,7 @@ import math
 import sys
 import time
 from bisect import bisect_right
+from typing import Any
 
 import numpy as np
 
@@ -232,6 +233,30 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def bench_ladder(say: Any) -> float:
+    """Median milliseconds of one ladder pass (classification, hysteresis, dwell) over 50k
+    accounts whose ratios drift, with a few hundred transitions per pass."""
+    from engine.ladder import Ladder, LadderConfig
+    from engine.levels import classify
+
+    n = 50_000
+    rng = np.random.default_rng(5)
+    ladder = Ladder(n, LadderConfig(hysteresis=0.05, dwell=10.0))
+    warning, critical, liquidation = np.full(n, 2.0), np.full(n, 1.5), np.full(n, 1.2)
+    ratio = rng.uniform(1.0, 6.0, n)
+    times, moved = [], 0
+    for k in range(200):
+        ratio *= rng.normal(1.0, 0.01, n)
+        level = classify(ratio, warning, critical, liquidation)
+        t0 = time.perf_counter()
+        moved += len(ladder.step(float(k), ratio, level, warning, critical, liquidation))
+        times.append(time.perf_counter() - t0)
+    ms = float(np.median(times) * 1e3)
+    say(f"ladder pass over {n:,} accounts: median {ms:.3f} ms, p99 {np.percentile(times, 99) * 1e3:.3f} ms "
+        f"({moved / 200:.0f} transitions per pass)")  # fmt: skip
+    return ms
+
+
 def main() -> int:
     t_start = time.perf_counter()
     rng = np.random.default_rng(SEED)
@@ -352,6 +377,10 @@ def main() -> int:
         + f"; one 1,000-element numpy multiply here: {call_ns / 1e3:.2f} us"
     )
 
+    ladder_ms = bench_ladder(say)
+    from engine.analytics.bench import run as bench_analytics
+
+    analytics = bench_analytics()
     total = time.perf_counter() - t_start
     big = results[n_big]
     targets = [
@@ -359,6 +388,7 @@ def main() -> int:
         ("loop speed-up >= 30x", big["speedup"] >= 30),
         ("liquidation <= 60 ns/position", big["liq_ns_per_position"] <= 60),
         ("tick p99 <= 200 us", p99 <= 200),
+        ("ladder pass over 50k accounts <= 5 ms", ladder_ms <= 5),
         ("total < 150 s", total < 150),
     ]
     say("targets: " + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in targets))
@@ -376,6 +406,8 @@ def main() -> int:
         "numpy_call_us": round(call_ns / 1e3, 3),
         "im_on_read_ns_per_position": round(big["im_on_read_ns_per_position"], 3),
         "by_size": {str(k): {kk: round(vv, 3) for kk, vv in v.items()} for k, v in results.items()},
+        "ladder_ms_50k": round(ladder_ms, 3),
+        **analytics,
         "total_s": round(total, 1),
     }
     say(f"total runtime {total:.1f} s")
