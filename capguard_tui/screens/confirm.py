@@ -117,6 +117,9 @@ class CommandModal(ModalScreen[CommandResult | None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
             event.stop()
+            # Textual also calls this handler for each class in the MRO: a subclass that
+            # delegated here must not dismiss twice (popping the last screen).
+            event.prevent_default()
             self.dismiss(None)
 
 

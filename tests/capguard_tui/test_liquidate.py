@@ -55,3 +55,21 @@ async def test_escape_cancels_a_liquidation_and_nothing_changes(guard):
         assert open_qty(guard, account) == before
         assert guard.journal.head()[0] == seq
         assert not guard.ladder.halted[guard.account_index(account)]
+
+
+@pytest.mark.parametrize("key", ["L", "d", "t", "h", "S", "K"])
+async def test_the_cancel_button_closes_every_dialog_and_the_console_keeps_running(guard, key):
+    app = make_app(guard)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        seq = guard.journal.head()[0]
+        await pilot.press(key)
+        await pilot.pause()
+        dialog = app.screen
+        assert dialog.query("#cancel"), f"{key} opened no dialog with a Cancel button"
+        await pilot.click("#cancel")
+        await pilot.pause()
+        assert app.screen is not dialog and app.is_running
+        assert guard.journal.head()[0] == seq or all(
+            r["kind"] not in ("operator", "order_intent") for r in guard.journal.records(after_seq=seq)
+        )
