@@ -33,6 +33,7 @@ from engine.model import Account
 from engine.operators import Operator, Role
 from engine.protection import Protection
 from engine.quality import PriceGate, account_state
+from engine.sdnotify import SystemdNotifier
 from engine.sim.broker import SimBroker, SimBrokerParams
 from engine.sim.demo import demo_accounts
 from engine.sim.feed import SimulatedFeed
@@ -88,6 +89,7 @@ class Guard:
         external = build_broker(config.broker, sources, instruments, self.clock) if sources is not None else None
         self.broker = external or SimBroker(self.book, self.clock, broker_params, state_path=venue_state)
         self._tasks: list[asyncio.Task[None]] = []
+        self.systemd = SystemdNotifier()
         self.protection = Protection(self)
         self._approaching = np.zeros(self.book.n_accounts, dtype=bool)
         self._slope = np.full(self.book.n_accounts, np.nan)
@@ -140,13 +142,32 @@ class Guard:
                 self._tasks.append(loop.create_task(self._resync_venue()))
         await self.protection.reconcile()
         interval = self.feed.tick_interval / self.speed
+        self.systemd.send("READY=1")
         while not self._stopping.is_set():
             started = asyncio.get_running_loop().time()
             self.evaluate(self.clock.now())
             self.protection.maybe_act(self.clock.now())
+            self.systemd.ping()  # a stalled loop stops the pings and systemd restarts the guard
             elapsed = asyncio.get_running_loop().time() - started
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, interval - elapsed))
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply a new, already validated configuration (SIGHUP). Thresholds, ladder, data
+        quality, protection, limits, breaker, roles and overrides take effect now; the book
+        (instruments, simulator, sources, broker) needs a restart. Returns what was not applied."""
+        needs_restart = [
+            name
+            for name in ("instruments", "simulator", "sources", "broker", "api", "guard")
+            if getattr(config, name) != getattr(self.config, name)
+        ]
+        self.config = config
+        self.ladder.config = config.ladder
+        self.gate.config = config.data_quality
+        self.protection.overrides = dict(config.overrides)
+        self.refresh_thresholds(self.clock.now())
+        self.journal.append("config", event="reload", needs_restart=needs_restart)
+        return needs_restart
 
     def _apply_risk_center(self, payload: Any, changes: list[dict[str, Any]]) -> None:
         """Threshold changes pulled from the risk center go through the journaled command path."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import iso
-from engine.config import ConfigWriter, LoadedConfig
+from engine.config import ConfigError, ConfigWriter, LoadedConfig, load_config
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,6 +91,20 @@ async def run_headless(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        """SIGHUP: re-read the configuration file; an invalid one is refused and the old stays."""
+        try:
+            new = load_config(loaded.path)
+        except ConfigError as exc:
+            log.error("reload refused", extra={"event": {"event": "reload_refused", "error": str(exc)}})
+            guard.journal.append("config", event="reload_refused", error=str(exc))
+            return
+        pending = guard.reload(new.config)
+        notifier.config = new.config.alerts
+        log.info("reloaded", extra={"event": {"event": "reload", "config": str(new.path), "needs_restart": pending}})
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     log.info(
         "guard started",
         extra={
@@ -122,6 +136,7 @@ async def run_headless(
         log.error("guard loop failed", exc_info=runner.exception())
     if api_server is not None:
         await api_server.stop()
+    guard.systemd.send("STOPPING=1")
     await guard.stop(grace)
     notifier.stop()
     await notifier_task
