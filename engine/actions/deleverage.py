@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from engine.actions.impact import ImpactModel
-from engine.actions.plan import AccountView, Plan, PlannedOrder, new_action_id, split_qty
+from engine.actions.plan import AccountView, Plan, PlannedOrder, new_action_id, plan_for, split_qty
 from engine.book import Book
 
 __all__ = ["DeleverageParams", "Plan", "PlannedOrder", "cheapest_step", "plan_deleverage"]
@@ -182,20 +182,14 @@ def _plan(
         notes.append(f"projected ratio {ratio:.4f} stays below the target {target:g}")
     if method == "stop" and orders:
         notes.append("stop orders rest until the mark crosses them; the projection assumes they fill")
-    return Plan(
-        action_id=action_id or new_action_id("dlv"),
-        account=view.account,
-        account_id=view.account_id,
-        kind="deleverage",
-        strategy=strategy,
-        method=method,
-        orders=orders,
-        equity=view.equity,
-        maintenance_margin=view.mm_total,
-        ratio=view.ratio_now,
-        projected_equity=equity,
-        projected_maintenance_margin=mm,
-        projected_ratio=ratio,
+    return plan_for(
+        view,
+        "deleverage",
+        strategy,
+        method,
+        orders,
+        (equity, mm, ratio),
+        action_id or new_action_id("dlv"),
         target=target,
         fraction=fraction,
         recheck=recheck and target is not None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from engine.actions.impact import ImpactModel
-from engine.actions.plan import AccountView, Plan, PlannedOrder, Priority, new_action_id, split_qty
+from engine.actions.plan import AccountView, Plan, PlannedOrder, Priority, new_action_id, plan_for, split_qty
 from engine.book import Book
 
 __all__ = ["LiquidationParams", "plan_liquidation"]
@@ -145,20 +145,14 @@ def plan_liquidation(
     cost = float(sum(o.est_slippage + o.est_fee for o in orders))
     r = view.size.copy()
     equity, mm, ratio = view.project(r, cost)
-    return Plan(
-        action_id=action_id or new_action_id("liq"),
-        account=view.account,
-        account_id=view.account_id,
-        kind="liquidate",
-        strategy=priority,
-        method=mode,
-        orders=orders,
-        equity=view.equity,
-        maintenance_margin=view.mm_total,
-        ratio=view.ratio_now,
-        projected_equity=equity,
-        projected_maintenance_margin=mm,
-        projected_ratio=ratio,
+    return plan_for(
+        view,
+        "liquidate",
+        priority,
+        mode,
+        orders,
+        (equity, mm, ratio),
+        action_id or new_action_id("liq"),
         target=None,
         recheck=False,
         deadline_s=p.deadline_s if mode == "orderly" else None,

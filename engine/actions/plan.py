@@ -404,3 +404,34 @@ class AccountView:
             limit_offset=limit_offset,
             stop_price=stop_price,
         )
+
+
+def plan_for(
+    view: AccountView,
+    kind: str,
+    strategy: str,
+    method: str,
+    orders: list[PlannedOrder],
+    projected: tuple[float, float, float],
+    action_id: str,
+    **extra: Any,
+) -> Plan:
+    """A Plan for the account behind `view`: its figures now, and `projected` (equity,
+    maintenance margin, ratio) once the orders fill."""
+    equity, mm, ratio = projected
+    return Plan(
+        action_id=action_id,
+        account=view.account,
+        account_id=view.account_id,
+        kind=kind,
+        strategy=strategy,
+        method=method,
+        orders=orders,
+        equity=view.equity,
+        maintenance_margin=view.mm_total,
+        ratio=view.ratio_now,
+        projected_equity=equity,
+        projected_maintenance_margin=mm,
+        projected_ratio=ratio,
+        **extra,
+    )

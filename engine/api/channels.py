@@ -31,7 +31,7 @@ import numpy as np
 from engine.clock import iso
 from engine.ladder import DataState, TradingState
 from engine.levels import LEVEL_NAMES
-from engine.view import AccountsSnapshot
+from engine.view import SNAPSHOT_COLUMNS, AccountsSnapshot
 
 if TYPE_CHECKING:
     from engine.guard import Guard
@@ -47,23 +47,7 @@ _LEVELS = np.array([*LEVEL_NAMES, None], dtype=object)  # index -1 -> None
 _DATA = np.array([s.name for s in DataState], dtype=object)
 _TRADING = np.array([s.name for s in TradingState], dtype=object)
 
-RISK_COLUMNS = (
-    "equity",
-    "maintenance_margin",
-    "margin_ratio",
-    "level",
-    "ratio_level",
-    "utilization",
-    "leverage",
-    "worst_liq_distance_pct",
-    "data_state",
-    "trading_state",
-    "held_until",
-    "updated_at",
-    "warning",
-    "critical",
-    "liquidation",
-)
+RISK_COLUMNS = SNAPSHOT_COLUMNS  # the same columns as the embedded view, so the remote view rebuilds it
 MARGIN_COLUMNS = ("equity", "maintenance_margin", "initial_margin", "free_margin", "margin_ratio", "utilization")
 DECIMALS = {
     "equity": 2,
