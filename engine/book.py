@@ -130,6 +130,11 @@ class Book:
             for k, pos in enumerate(acct.positions):
                 if pos.symbol not in self.symbol_index:
                     raise InputError(f"account {acct.id} position {k}: unknown symbol {pos.symbol!r}")
+            held = [p.symbol for p in acct.positions]
+            twice = sorted({s for s in held if held.count(s) > 1})
+            if twice:
+                # One-way mode: one net position per symbol (a hedge-mode pair would be priced wrong).
+                raise InputError(f"account {acct.id}: more than one position in {', '.join(twice)}")
             for k, order in enumerate(acct.open_orders):
                 if order.symbol not in self.symbol_index:
                     raise InputError(f"account {acct.id} open order {k}: unknown symbol {order.symbol!r}")

@@ -46,10 +46,10 @@ class Bracket(Strict):
     max_leverage: float | None = Field(default=None, gt=0)
     maintenance_amount: float | None = None
 
-    @field_validator("floor", "mmr")
+    @field_validator("floor", "mmr", "max_leverage", "maintenance_amount")
     @classmethod
-    def _is_finite(cls, v: float) -> float:
-        return _finite(v, "value")
+    def _is_finite(cls, v: float | None) -> float | None:
+        return v if v is None else _finite(v, "value")
 
     @model_validator(mode="after")
     def _cap_above_floor(self) -> Bracket:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from engine.book import Book
 from engine.levels import Level, Thresholds, classify_one
-from engine.model import Account, InputError, Instrument, OpenOrder, Position
+from engine.model import Account, Bracket, InputError, Instrument, OpenOrder, Position
 
 # Binance USD-M BTCUSDT brackets; derived cum: 0, 50, 1300, 16300, 266300, ...
 BTC = Instrument(
@@ -358,7 +358,7 @@ def instruments(draw, n: int):
 
 
 @st.composite
-def books(draw, unique_per_account: bool = False):
+def books(draw):
     """Instruments with random tiers, cross and isolated accounts, random positions and prices."""
     n_inst = draw(st.integers(1, 4))
     insts = draw(instruments(n_inst))
@@ -366,10 +366,8 @@ def books(draw, unique_per_account: bool = False):
     accounts = []
     for a in range(draw(st.integers(1, 6))):
         isolated = draw(st.booleans())
-        if unique_per_account:
-            held = draw(st.lists(st.integers(0, n_inst - 1), max_size=n_inst, unique=True))
-        else:
-            held = draw(st.lists(st.integers(0, n_inst - 1), max_size=5))
+        # One-way mode: at most one position per symbol in an account (the Book refuses more).
+        held = draw(st.lists(st.integers(0, n_inst - 1), max_size=n_inst, unique=True))
         positions = []
         for i in held:
             size = draw(st.floats(0.01, 1_000.0)) * draw(st.sampled_from([1.0, -1.0]))
@@ -525,7 +523,7 @@ def test_ticks_between_marks_revalues_and_reads_equal_a_full_recompute(spec, dat
 
 # (c) at the liquidation price, equity == maintenance margin
 @settings(max_examples=80)
-@given(books(unique_per_account=True))
+@given(books())
 def test_revaluing_at_the_liquidation_price_gives_ratio_one(spec):
     insts, accounts, prices = spec
     book = fresh_book(insts, accounts, prices)
@@ -599,7 +597,7 @@ def reference(insts, accounts, prices):
 
 
 @settings(max_examples=80)
-@given(books(unique_per_account=True))
+@given(books())
 def test_the_vectorised_book_agrees_with_a_per_position_reference(spec):
     insts, accounts, prices = spec
     assume(all(p.qty != 0 for a in accounts for p in a.positions))
@@ -659,3 +657,23 @@ def test_from_arrays_builds_the_same_book_as_the_records():
     for name in ("equity", "ratio", "acct_mm", "acct_upnl", "acct_im", "level", "maintenance_margin"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_array_equal(a.liquidation_prices(), b.liquidation_prices())
+
+
+def test_two_positions_in_one_symbol_in_one_account_are_refused_by_name():
+    inst = Instrument(symbol="BTCUSDT", brackets=[Bracket(floor=0, mmr=0.004)])
+    acct = Account(
+        id="acct-9",
+        wallet_balance=1000,
+        positions=[
+            Position(symbol="BTCUSDT", qty=1, entry_price=100),
+            Position(symbol="BTCUSDT", qty=-1, entry_price=100),
+        ],
+    )
+    with pytest.raises(InputError, match="account acct-9: more than one position in BTCUSDT"):
+        Book([inst], [acct])
+
+
+@pytest.mark.parametrize("field", ["max_leverage", "maintenance_amount"])
+def test_a_non_finite_bracket_value_is_refused(field):
+    with pytest.raises(ValidationError, match="finite"):
+        Bracket(floor=0, mmr=0.01, **{field: float("inf")})
