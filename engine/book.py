@@ -404,7 +404,7 @@ class Book:
         self.mark_time[ids] = received
         return ids
 
-    def set_marks(self, instruments: np.ndarray, prices: np.ndarray, received: float) -> None:
+    def set_marks(self, instruments: np.ndarray, prices: np.ndarray, received: float | np.ndarray) -> None:
         """Vectorised form of `set_prices` for feeds that already hold instrument indices."""
         prices = np.asarray(prices, dtype=np.float64)
         bad = ~(np.isfinite(prices) & (prices > 0))
