@@ -109,7 +109,7 @@ class BlackHole:
         self.sock.close()
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 8.0, what: str = "condition") -> None:
+async def wait_until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
