@@ -209,6 +209,10 @@ async def test_kill_switch_engage_and_release_each_need_a_yes(guard):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert guard.protection.kill_switch
+        for _ in range(30):  # the badge follows the next snapshot refresh (4 Hz)
+            if "KILL SWITCH" in app.badges():
+                break
+            await pilot.pause(0.1)
         assert "KILL SWITCH" in app.badges()
         await pilot.pause(DEBOUNCE)
         await pilot.press("K")
