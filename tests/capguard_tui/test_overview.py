@@ -130,6 +130,10 @@ async def test_p_pauses_the_simulated_feed(guard):
         await pilot.pause()
         await pilot.press("p")
         assert guard.feed.paused
+        for _ in range(30):  # the badge follows the next snapshot refresh
+            if "FEED PAUSED" in app.badges():
+                break
+            await pilot.pause(0.1)
         assert "FEED PAUSED" in app.badges()
         await pilot.press("p")
         assert not guard.feed.paused
