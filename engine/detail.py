@@ -11,6 +11,7 @@ from engine.actions.deleverage import cheapest_step
 from engine.clock import iso
 from engine.ladder import REDUCE_REASONS, DataState, TradingState
 from engine.levels import LEVEL_NAMES, Level
+from engine.risk_view import account_risk
 
 if TYPE_CHECKING:
     from engine.guard import Guard
@@ -121,6 +122,7 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
         "timeline": timeline,
         "latest_action": {"action_id": latest, "records": flow},
         "cheapest_step": step,
+        "risk": account_risk(g, a),
         "scheduled": [
             {"schedule_id": sid, "action": s["action"], "at": iso(s["at"])}
             for sid, s in g.protection.schedule.items()

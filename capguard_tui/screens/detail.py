@@ -38,6 +38,7 @@ class AccountDetailScreen(AccountActions, Screen[None]):
             with VerticalScroll(id="detail-right"), Vertical():
                 yield Static("", id="thresholds", classes="section")
                 yield Static("", id="cheapest", classes="section")
+                yield Static("", id="risk", classes="section")
                 yield Static("", id="scheduled", classes="section")
                 yield Static("", id="timeline", classes="section")
         yield Footer(compact=True)
@@ -69,6 +70,7 @@ class AccountDetailScreen(AccountActions, Screen[None]):
         self.query_one("#flow", Static).update(sections.flow(d))
         self.query_one("#thresholds", Static).update(sections.thresholds(d))
         self.query_one("#cheapest", Static).update(sections.cheapest(d))
+        self.query_one("#risk", Static).update(sections.risk(d))
         self.query_one("#scheduled", Static).update(sections.scheduled(d))
         self.query_one("#timeline", Static).update(sections.timeline(d))
 

@@ -181,6 +181,26 @@ def cheapest(d: dict[str, Any]) -> str:
     return "[b]Cheapest step back to SAFE[/]\n" + plan_markup(step, brief=True)
 
 
+def risk(d: dict[str, Any]) -> str:
+    """Live risk analytics: VaR/ES, the worst stress scenario, touch probabilities, the trend."""
+    r = d.get("risk") or {}
+    if not r:
+        return "[b]Risk[/]\n[dim]not available[/]"
+    conf = f"{(r.get('confidence') or 0) * 100:g}%"
+    lines = [
+        f"[b]Risk[/] [dim]({conf}, {r.get('horizon_days', 1):g} day)[/]",
+        f" VaR {fmt.money(r.get('var_parametric'))}  ES {fmt.money(r.get('es_parametric'))}",
+        f" worst stress ratio {fmt.ratio(r.get('stress_worst_ratio'))}"
+        f" ({escape(str(r.get('stress_worst_scenario') or '-'))})",
+        f" touch liq. price {fmt.pct(r.get('touch_liquidation_price_prob'))}"
+        f"  LIQ threshold {fmt.pct(r.get('touch_liquidation_threshold_prob'))}",
+    ]
+    heading = {k: v for k, v in (r.get("hours_to") or {}).items() if v}
+    if heading:
+        lines.append(" at this rate: " + ", ".join(f"{k} in {v:.1f} h" for k, v in heading.items()))
+    return "\n".join(lines)
+
+
 def scheduled(d: dict[str, Any]) -> str:
     items = d.get("scheduled") or []
     lines = ["[b]Scheduled[/]"]

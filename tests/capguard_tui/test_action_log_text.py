@@ -24,3 +24,26 @@ async def test_a_finished_liquidation_reads_with_its_fills_and_ratio(tmp_path):
     assert text.startswith("liquidate finished")
     assert f"{finished[0]['outcome']['orders_filled']}/{sent} filled" in text
     assert "complete" in text and "incomplete" not in text
+
+
+def test_the_risk_section_reads_the_engine_figures():
+    from capguard_tui.widgets.sections import risk
+
+    text = risk(
+        {
+            "risk": {
+                "confidence": 0.99,
+                "horizon_days": 1.0,
+                "var_parametric": 12345.0,
+                "es_parametric": 14000.0,
+                "stress_worst_ratio": 0.8,
+                "stress_worst_scenario": "crypto crash",
+                "touch_liquidation_price_prob": 0.25,
+                "touch_liquidation_threshold_prob": 0.4,
+                "hours_to": {"WARNING": 0.0, "CRITICAL": 3.14, "LIQUIDATION": None},
+            }
+        }
+    )
+    assert "99%, 1 day" in text and "crypto crash" in text
+    assert "25%" in text and "40%" in text
+    assert "CRITICAL in 3.1 h" in text and "LIQUIDATION" not in text
