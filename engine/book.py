@@ -713,13 +713,31 @@ class Book:
         return (self.ord_account == account) & ~self.ord_reduce_only & increasing
 
     # ------------------------------------------------------------------ derived figures
-    def liquidation_prices(self) -> np.ndarray:
+    def liquidation_prices(self, positions: np.ndarray | None = None) -> np.ndarray:
         """Liquidation price per position (NaN where none exists); see margin.liquidation_prices.
 
-        base = collateral - other_mm + other_upnl - s*Q*EP. Cross: collateral - other_mm +
-        other_upnl = (wallet + account PnL - account MM) + MM - PnL of the position, and
-        PnL + s*Q*EP = s*Q*mark = s * notional. Isolated: the isolated margin - s*Q*EP.
+        With `positions`, only those (e.g. one account's, for a detail view) are solved, in
+        that order. base = collateral - other_mm + other_upnl - s*Q*EP. Cross: collateral -
+        other_mm + other_upnl = (wallet + account PnL - account MM) + MM - PnL of the position,
+        and PnL + s*Q*EP = s*Q*mark = s * notional. Isolated: the isolated margin - s*Q*EP.
         """
+        lo, hi, mmr, cum, _ = self._pos_tier
+        if positions is not None:
+            p = np.asarray(positions, dtype=np.int64)
+            units = self.pos_qty[p] * self.pos_cs[p]
+            accts = self.pos_account[p]
+            base = (self.wallet + self.acct_upnl - self.acct_mm)[accts] + self.maintenance_margin[p]
+            base -= np.copysign(self.notional[p], units)
+            iso = self.isolated[accts]
+            base[iso] = self.pos_isolated_margin[p][iso] - units[iso] * self.pos_entry[p][iso]
+            return margin.solve_liquidation(
+                units,
+                base,
+                self.pos_bracket[p],
+                self.table,
+                (lo[p], hi[p], mmr[p], cum[p]),
+                instrument=self.pos_instrument[p],
+            )
         units = self.pos_qty if self._unit_contracts else self.pos_qty * self.pos_cs
         base = np.take(self.wallet + self.acct_upnl - self.acct_mm, self.pos_account)
         base += self.maintenance_margin
@@ -727,7 +745,6 @@ class Book:
         if self._iso_pos.size:
             ip = self._iso_pos
             base[ip] = self.pos_isolated_margin[ip] - units[ip] * self.pos_entry[ip]
-        lo, hi, mmr, cum, _ = self._pos_tier
         return margin.solve_liquidation(
             units, base, self.pos_bracket, self.table, (lo, hi, mmr, cum), instrument=self.pos_instrument
         )

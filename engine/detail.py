@@ -27,7 +27,7 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
     book, lad, info = g.book, g.ladder, g.book.info[a]
     now = g.clock.now()
     pos = book.account_positions(a)
-    liq = book.liquidation_prices()[pos]
+    liq = book.liquidation_prices(pos)
     positions = []
     for k, p in enumerate(pos.tolist()):
         i = int(book.pos_instrument[p])

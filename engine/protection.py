@@ -189,7 +189,7 @@ class Protection:
         """WARNING: who contributes, how far each position is from liquidation, and the cheapest way back."""
         book = self.g.book
         pos = book.account_positions(a)
-        liq = book.liquidation_prices()[pos]
+        liq = book.liquidation_prices(pos)
         mark = book.mark[book.pos_instrument[pos]]
         top = pos[np.argsort(-book.maintenance_margin[pos])][:5]
         contributors = [

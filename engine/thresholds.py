@@ -118,6 +118,23 @@ RiskAdjust = Annotated[float, Field(ge=-1, le=1)]
 RiskClassName = Annotated[str, Field(min_length=1)]
 
 
+def _check_bands(bands: list[Any], name: str, key: str, what: str) -> list[Any]:
+    """Bands sorted strictly by their lower edge `key`, adjusts never decreasing along them."""
+    for n in range(1, len(bands)):
+        prev, cur = bands[n - 1], bands[n]
+        if getattr(cur, key) <= getattr(prev, key):
+            raise ValueError(
+                f"{name} must be sorted by {key}: {name}[{n}] {key} {getattr(cur, key)} "
+                f"is not above {name}[{n - 1}] {key} {getattr(prev, key)}"
+            )
+        if cur.adjust < prev.adjust:
+            raise ValueError(
+                f"{name} adjusts must not decrease with {what}: {name}[{n}] adjust {cur.adjust} "
+                f"is below {name}[{n - 1}] adjust {prev.adjust}"
+            )
+    return bands
+
+
 class DynamicThresholdsConfig(Strict):
     """The `[dynamic_thresholds]` section. The defaults are neutral and switched off."""
 
@@ -136,36 +153,12 @@ class DynamicThresholdsConfig(Strict):
     @field_validator("size_bands")
     @classmethod
     def _size_bands_sorted(cls, bands: list[SizeBand]) -> list[SizeBand]:
-        for n in range(1, len(bands)):
-            prev, cur = bands[n - 1], bands[n]
-            if cur.min_equity <= prev.min_equity:
-                raise ValueError(
-                    f"size_bands must be sorted by min_equity: size_bands[{n}] min_equity {cur.min_equity} "
-                    f"is not above size_bands[{n - 1}] min_equity {prev.min_equity}"
-                )
-            if cur.adjust < prev.adjust:
-                raise ValueError(
-                    f"size_bands adjusts must not decrease with equity: size_bands[{n}] adjust {cur.adjust} "
-                    f"is below size_bands[{n - 1}] adjust {prev.adjust}"
-                )
-        return bands
+        return _check_bands(bands, "size_bands", "min_equity", "equity")
 
     @field_validator("drawdown_bands")
     @classmethod
     def _drawdown_bands_sorted(cls, bands: list[DrawdownBand]) -> list[DrawdownBand]:
-        for n in range(1, len(bands)):
-            prev, cur = bands[n - 1], bands[n]
-            if cur.min_drawdown <= prev.min_drawdown:
-                raise ValueError(
-                    f"drawdown_bands must be sorted by min_drawdown: drawdown_bands[{n}] min_drawdown "
-                    f"{cur.min_drawdown} is not above drawdown_bands[{n - 1}] min_drawdown {prev.min_drawdown}"
-                )
-            if cur.adjust < prev.adjust:
-                raise ValueError(
-                    f"drawdown_bands adjusts must not decrease with drawdown: drawdown_bands[{n}] adjust "
-                    f"{cur.adjust} is below drawdown_bands[{n - 1}] adjust {prev.adjust}"
-                )
-        return bands
+        return _check_bands(bands, "drawdown_bands", "min_drawdown", "drawdown")
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ Fault hooks for tests: `reject_next`, `timeout_next` (executed, answer lost), `d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import sqlite3
@@ -113,16 +114,7 @@ class VenueFill:
 
 
 def _copy(result: OrderResult) -> OrderResult:
-    return OrderResult(
-        client_order_id=result.client_order_id,
-        status=result.status,
-        filled_qty=result.filled_qty,
-        avg_price=result.avg_price,
-        fee=result.fee,
-        reason=result.reason,
-        venue_order_id=result.venue_order_id,
-        fills=list(result.fills),
-    )
+    return dataclasses.replace(result, fills=list(result.fills))
 
 
 class SimBroker:

@@ -677,3 +677,13 @@ def test_two_positions_in_one_symbol_in_one_account_are_refused_by_name():
 def test_a_non_finite_bracket_value_is_refused(field):
     with pytest.raises(ValidationError, match="finite"):
         Bracket(floor=0, mmr=0.01, **{field: float("inf")})
+
+
+@settings(max_examples=40)
+@given(books())
+def test_liquidation_prices_of_some_positions_equal_the_full_solve(spec):
+    book = fresh_book(*spec)
+    full = book.liquidation_prices()
+    for a in range(book.n_accounts):
+        pos = book.account_positions(a)
+        np.testing.assert_array_equal(book.liquidation_prices(pos), full[pos])
