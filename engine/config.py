@@ -26,6 +26,9 @@ from tomlkit.exceptions import ParseError
 from tomlkit.toml_document import TOMLDocument
 
 from engine.alerts.config import AlertsConfig
+from engine.analytics.maintenance import VolatilityAdjustment
+from engine.analytics.margin_methods import MarginMethods
+from engine.analytics.stress import NAMED_SCENARIOS, StressScenario
 from engine.api.config import ApiConfig
 from engine.connectors.base import BrokerConfig, SourcesConfig
 from engine.ladder import LadderConfig
@@ -93,6 +96,35 @@ class RolesConfig(Strict):
     users: dict[str, Literal["viewer", "trader", "risk"]] = Field(default_factory=dict)
 
 
+class MaintenanceAddonsConfig(Strict):
+    """Opt-in maintenance-margin add-ons (engine.analytics.maintenance), each reported on its own.
+    When enabled they are added to the maintenance margin the guard's ratio uses."""
+
+    volatility: VolatilityAdjustment | None = None
+    impact: bool = False
+
+
+class RiskConfig(Strict):
+    """Risk analytics: VaR/ES settings, named stress scenarios, margin methods, MM add-ons."""
+
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    horizon_days: float = Field(default=1.0, gt=0, le=30, description="square-root-of-time scaling from 1 day")
+    mc_paths: int = Field(default=10_000, ge=100, le=1_000_000)
+    seed: int = 1
+    distribution: Literal["normal", "student_t"] = "normal"
+    scenarios: list[StressScenario] = Field(default_factory=lambda: list(NAMED_SCENARIOS))
+    margin: MarginMethods = Field(default_factory=MarginMethods)
+    maintenance: MaintenanceAddonsConfig = Field(default_factory=MaintenanceAddonsConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RiskConfig:
+        names = [s.name for s in self.scenarios]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"stress scenario named twice: {', '.join(twice)}")
+        return self
+
+
 class Config(Strict):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     dynamic_thresholds: DynamicThresholdsConfig = Field(default_factory=DynamicThresholdsConfig)
@@ -112,6 +144,7 @@ class Config(Strict):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     instruments: list[Instrument] = Field(default_factory=list)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:

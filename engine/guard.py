@@ -432,6 +432,31 @@ class Guard:
     async def command(self, name: str, operator: Operator, **params: Any) -> CommandResult:
         return await self.protection.command(name, operator, **params)
 
+    # Risk analytics (GuardView): engine.risk_view does the work.
+    def book_risk(self) -> dict[str, Any]:
+        from engine import risk_view
+
+        return risk_view.book_risk(self)
+
+    def stress(self, scenario: dict[str, Any] | str, top: int = 20) -> dict[str, Any]:
+        from engine import risk_view
+
+        return risk_view.stress(self, scenario, top)
+
+    def scenario_grid(
+        self, account_id: str, price_moves: list[float] | None = None, vol_shocks: list[float] | None = None
+    ) -> dict[str, Any]:
+        from engine import risk_view
+
+        return risk_view.scenario_grid(self, account_id, price_moves, vol_shocks)
+
+    def what_if(
+        self, account_id: str, symbol: str, side: str, qty: float, price: float | None = None
+    ) -> dict[str, Any]:
+        from engine import risk_view
+
+        return risk_view.what_if(self, account_id, symbol, side, qty, price)
+
     def account_index(self, account_id: str) -> int:
         try:
             return self.book.account_index[account_id]

@@ -77,3 +77,22 @@ def account_risk(g: Guard, a: int) -> dict[str, Any]:
         "touch_liquidation_threshold_prob": _num(touch_liq),
         "hours_to": heading,
     }
+
+
+# GuardView risk-analytics methods (shapes documented in engine.view.GuardView).
+def book_risk(g: Guard) -> dict[str, Any]:
+    raise NotImplementedError("book_risk: being built")
+
+
+def stress(g: Guard, scenario: dict[str, Any] | str, top: int = 20) -> dict[str, Any]:
+    raise NotImplementedError("stress: being built")
+
+
+def scenario_grid(
+    g: Guard, account_id: str, price_moves: list[float] | None, vol_shocks: list[float] | None
+) -> dict[str, Any]:
+    raise NotImplementedError("scenario_grid: being built")
+
+
+def what_if(g: Guard, account_id: str, symbol: str, side: str, qty: float, price: float | None) -> dict[str, Any]:
+    raise NotImplementedError("what_if: being built")

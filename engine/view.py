@@ -72,3 +72,43 @@ class GuardView(Protocol):
     def recent_actions(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def command(self, name: str, operator: Operator, **params: Any) -> CommandResult: ...
+
+    # ---- risk analytics (engine.risk_view; the API under /analytics; plain JSON-able dicts).
+    # Bad input (unknown account/symbol/scenario, impossible numbers) raises KeyError for an
+    # unknown account and engine.model.InputError (a ValueError) for the rest, naming what is wrong.
+
+    def book_risk(self) -> dict[str, Any]:
+        """Book-level figures: {"version", "time", "confidence", "horizon_days",
+        "var": {"parametric", "historical", "monte_carlo"}, "es": {"parametric", "historical",
+        "monte_carlo"} (positive amounts, quote currency, null when not computable),
+        "scenarios": [{"name", "description", "total_pnl", "worst_account", "worst_ratio",
+        "levels_after": {"SAFE": n, "WARNING": n, "CRITICAL": n, "LIQUIDATION": n}}] (the
+        configured named scenarios), "margin": {"methods": {method: total initial margin},
+        "maintenance_addons": {"volatility": total | null, "impact": total | null}}}."""
+        ...
+
+    def stress(self, scenario: dict[str, Any] | str, top: int = 20) -> dict[str, Any]:
+        """Apply a named scenario (its name) or an ad-hoc one ({"name"?, "moves": {key: fraction},
+        "vol_shocks": {key: fraction}}, keys symbol > underlying > group > "*"). Returns
+        {"scenario": {"name", "description", "moves", "vol_shocks"}, "total_pnl",
+        "levels_after": {level name: count}, "accounts": [{"account", "equity_before",
+        "equity_after", "ratio_before", "ratio_after", "level_before", "level_after",
+        "drivers": [symbol, ...]}]} with accounts sorted by ratio_after, worst first, at most `top`."""
+        ...
+
+    def scenario_grid(
+        self, account_id: str, price_moves: list[float] | None = None, vol_shocks: list[float] | None = None
+    ) -> dict[str, Any]:
+        """Price moves (rows) x volatility shocks (columns) for one account: {"account",
+        "price_moves", "vol_shocks", "pnl", "equity", "ratio" (lists of rows), "level" (rows of
+        level names)}."""
+        ...
+
+    def what_if(
+        self, account_id: str, symbol: str, side: str, qty: float, price: float | None = None
+    ) -> dict[str, Any]:
+        """Look-ahead for a hypothetical fill (price None: at the mark): {"account", "symbol",
+        "side", "qty", "price", "qty_before", "qty_after", "equity_before", "equity_after",
+        "maintenance_margin_before", "maintenance_margin_after", "ratio_before", "ratio_after",
+        "level_before", "level_after", "realized_pnl"}."""
+        ...
