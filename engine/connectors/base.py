@@ -34,7 +34,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from engine.clock import Clock
 from engine.ladder import DataState
@@ -566,16 +574,28 @@ class BinanceConfig(Strict):
     qty_tolerance: float = Field(default=1e-9, ge=0)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     ping_interval: float | None = Field(default=20.0, gt=0, le=600)
+    user_stream: bool = Field(
+        default=True, description="balances and positions pushed over the user data stream (needs accounts)"
+    )
+    user_ws_url: str = Field(
+        default="wss://fstream.binancefuture.com/private", description="user data streams: <user_ws_url>/ws/<listenKey>"
+    )
+    listen_key_keepalive: float = Field(
+        default=1800.0, ge=1, lt=3600, description="seconds between listen key keepalives (Binance expires at 60 min)"
+    )
+    time_sync_interval: float = Field(
+        default=300.0, gt=0, le=86400, description="seconds between GET /fapi/v1/time (server clock offset)"
+    )
 
     @field_validator("rest_url")
     @classmethod
     def _http(cls, v: str) -> str:
         return _url(v, ("http", "https"), "rest_url").rstrip("/")
 
-    @field_validator("ws_url")
+    @field_validator("ws_url", "user_ws_url")
     @classmethod
-    def _ws(cls, v: str) -> str:
-        return _url(v, ("ws", "wss"), "ws_url").rstrip("/")
+    def _ws(cls, v: str, info: ValidationInfo) -> str:
+        return _url(v, ("ws", "wss"), info.field_name or "url").rstrip("/")
 
     @model_validator(mode="after")
     def _unique(self) -> BinanceConfig:

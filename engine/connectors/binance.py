@@ -23,10 +23,24 @@
 - Resync: `find_divergences` compares capguard's maintenance margin and liquidation price per
   position with the venue's, and reports positions that changed on the venue without a
   capguard order (a venue liquidation or ADL, recognised from GET /fapi/v1/forceOrders).
+- Server time: GET /fapi/v1/time at start and every `time_sync_interval`; signed requests are
+  stamped local clock + offset. An answer -1021 (timestamp outside recvWindow) resyncs the
+  offset and retries that request once (the venue refused it unexecuted, so it is safe).
+- User data stream (one per account, `user_stream = true`): POST /fapi/v1/listenKey, a PUT
+  keepalive every `listen_key_keepalive` seconds (-1125 "listenKey does not exist" creates a new
+  one), DELETE on stop; the socket `<user_ws_url>/ws/<listenKey>` reconnects forever with the
+  WebSocket source's backoff. ACCOUNT_UPDATE (a.B[].wb of the collateral asset; a.P[]: s, pa,
+  ep, mt, iw, ps) is merged into the current REST snapshot and applied as a new snapshot;
+  nothing is created before the first REST poll succeeded, and only a REST poll confirms the
+  account as fresh (`last_ok`). ORDER_TRADE_UPDATE is logged as a `venue_order_update` event
+  (venue liquidations `autoclose-*` and ADL `adl_autoclose` at WARNING) and handed to
+  `order_listeners`. listenKeyExpired creates a new key and resubscribes. Anything malformed
+  is refused whole with a logged reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -35,6 +49,7 @@ import math
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -42,17 +57,20 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from engine.clock import Clock
+from engine.clock import Clock, iso
 from engine.connectors.base import (
     AccountSnapshot,
     AccountSourceBase,
+    Backoff,
     BinanceAccountConfig,
     BinanceConfig,
     ConnectorError,
     Refused,
     VenuePosition,
+    describe_errors,
     finite_positive,
     secret_from_env,
 )
@@ -70,6 +88,8 @@ CLIENT_ORDER_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 UNKNOWN_CODES = frozenset({-1006, -1007})  # "execution status unknown"
 NO_SUCH_ORDER = -2013
 UNKNOWN_ORDER = -2011
+INVALID_TIMESTAMP = -1021  # "Timestamp for this request is outside of the recvWindow."
+NO_SUCH_LISTEN_KEY = -1125  # "This listenKey does not exist."
 
 
 # ---------------------------------------------------------------------------------- signing
@@ -131,6 +151,16 @@ def fmt_decimal(x: float) -> str:
     return text or "0"
 
 
+@dataclass
+class ServerTime:
+    """Binance's clock relative to ours, shared by every client of one venue: a signed request
+    is stamped local time + `offset_ms`, the offset measured by GET /fapi/v1/time."""
+
+    offset_ms: int = 0
+    syncs: int = 0
+    rtt_ms: int | None = None  # round trip of the last sync
+
+
 class BinanceRest:
     """Signed and public requests for one API key."""
 
@@ -143,12 +173,18 @@ class BinanceRest:
         timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
         time_ms: Callable[[], int] | None = None,
+        server_time: ServerTime | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.recv_window = recv_window
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout))
         self._time_ms = time_ms or (lambda: int(time.time() * 1000))
+        self.server_time = server_time if server_time is not None else ServerTime()
+
+    def timestamp_ms(self) -> int:
+        """The `timestamp` of a signed request: the local clock plus the measured server offset."""
+        return self._time_ms() + self.server_time.offset_ms
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -157,13 +193,55 @@ class BinanceRest:
         if self.credentials is None:
             raise ConnectorError("a signed Binance request needs API credentials")
         items = [(k, _param(v)) for k, v in params.items() if v is not None]
-        items += [("recvWindow", str(self.recv_window)), ("timestamp", str(self._time_ms()))]
+        items += [("recvWindow", str(self.recv_window)), ("timestamp", str(self.timestamp_ms()))]
         query = urlencode(items)
         return f"{query}&signature={sign(query, self.credentials.secret)}"
 
     async def request(
         self, method: str, path: str, params: Mapping[str, Any] | None = None, signed: bool = True
     ) -> Any:
+        """One request; a signed one refused with -1021 (timestamp outside recvWindow) is retried
+        once, re-signed, after the server time offset has been measured again."""
+        try:
+            return await self._request(method, path, params, signed)
+        except BinanceError as exc:
+            if not signed or exc.code != INVALID_TIMESTAMP:
+                raise
+            log.warning(
+                "%s %s: %s (-1021); resyncing the server time and retrying once",
+                method,
+                path,
+                exc.msg,
+                extra={"event": {"event": "time_resync", "path": path, "offset_ms": self.server_time.offset_ms}},
+            )
+            try:
+                await self.sync_time()
+            except (BinanceError, BinanceUnknown, Refused) as sync_exc:
+                log.warning("server time resync failed: %s", sync_exc)
+                raise exc from None
+            return await self._request(method, path, params, signed)
+
+    async def sync_time(self) -> int:
+        """GET /fapi/v1/time: set the offset to server time minus the local midpoint of the trip."""
+        before = self._time_ms()
+        data = await self._request("GET", "/fapi/v1/time", None, False)
+        after = self._time_ms()
+        server = data.get("serverTime") if isinstance(data, dict) else None
+        if not isinstance(server, int) or isinstance(server, bool) or server <= 0:
+            raise Refused(f"GET /fapi/v1/time: serverTime must be a positive integer, got {server!r}")
+        st = self.server_time
+        st.offset_ms = round(server - (before + after) / 2)
+        st.syncs += 1
+        st.rtt_ms = after - before
+        log.info(
+            "binance server time offset %+d ms (round trip %d ms)",
+            st.offset_ms,
+            st.rtt_ms,
+            extra={"event": {"event": "time_sync", "offset_ms": st.offset_ms, "rtt_ms": st.rtt_ms}},
+        )
+        return st.offset_ms
+
+    async def _request(self, method: str, path: str, params: Mapping[str, Any] | None, signed: bool) -> Any:
         params = params or {}
         if signed:
             query = self.signed_query(params)
@@ -410,6 +488,132 @@ def account_from_binance(
     return acct, [h[1] for h in held.values()]
 
 
+# ---------------------------------------------------------------------------------- user data
+def _millis(value: Any, what: str) -> int:
+    """An event time in ms: a JSON integer, or a string of digits (listenKeyExpired sends one)."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise Refused(f"{what} must be a positive integer (ms), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PositionUpdate:
+    symbol: str
+    qty: float
+    entry_price: float
+    isolated: bool
+    isolated_wallet: float
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    """One ACCOUNT_UPDATE, checked: the collateral's wallet balance (None: not in this event)
+    and the positions that changed (only those are sent; amount 0 means closed)."""
+
+    event_time: int
+    transaction_time: int
+    reason: str | None
+    wallet: float | None
+    positions: tuple[PositionUpdate, ...]
+
+
+def parse_account_update(obj: Any, collateral: str, symbols: Iterable[str]) -> AccountUpdate:
+    """Check a documented ACCOUNT_UPDATE payload whole; Refused names the first thing wrong."""
+    symbols = set(symbols)
+    if not isinstance(obj, dict) or obj.get("e") != "ACCOUNT_UPDATE":
+        raise Refused("not an ACCOUNT_UPDATE event")
+    event_time = _millis(obj.get("E"), "E (event time)")
+    transaction_time = _millis(obj.get("T", event_time), "T (transaction time)")
+    data = obj.get("a")
+    if not isinstance(data, dict):
+        raise Refused("a (update data) must be an object")
+    balances, positions = data.get("B", []), data.get("P", [])
+    if not isinstance(balances, list) or not isinstance(positions, list):
+        raise Refused("a.B (balances) and a.P (positions) must be lists")
+    wallet = None
+    for n, b in enumerate(balances):
+        if not isinstance(b, dict) or not isinstance(b.get("a"), str) or not b.get("a"):
+            raise Refused(f"a.B[{n}]: an object with an asset a is needed")
+        wb = _number(b.get("wb"), f"a.B[{n}].wb ({b['a']} wallet balance)")
+        if b["a"] == collateral:
+            if wallet is not None:
+                raise Refused(f"a.B: {collateral} is listed twice")
+            wallet = wb
+    out: list[PositionUpdate] = []
+    seen: set[str] = set()
+    for n, p in enumerate(positions):
+        if not isinstance(p, dict):
+            raise Refused(f"a.P[{n}]: not an object")
+        symbol = p.get("s")
+        if not isinstance(symbol, str) or not symbol:
+            raise Refused(f"a.P[{n}]: s (symbol) missing")
+        where = f"a.P[{n}] {symbol}"
+        if p.get("ps") != "BOTH":
+            raise Refused(
+                f"{where}: position side ps={p.get('ps')!r}: hedge mode is not supported, use one-way mode (BOTH)"
+            )
+        if symbol in seen:
+            raise Refused(f"{where}: listed twice")
+        seen.add(symbol)
+        qty = _number(p.get("pa"), f"{where} pa (position amount)")
+        entry = _number(p.get("ep"), f"{where} ep (entry price)", positive=True)
+        mt = p.get("mt")
+        if not isinstance(mt, str) or mt.lower() not in ("isolated", "cross", "crossed"):
+            raise Refused(f"{where}: mt (margin type) must be isolated or cross, got {mt!r}")
+        iw = _number(p.get("iw", 0), f"{where} iw (isolated wallet)", positive=True)
+        if qty == 0 and symbol not in symbols:
+            continue  # closed, and never ours to value
+        if symbol not in symbols:
+            raise Refused(f"{where}: position in {symbol}, which is not a configured instrument")
+        if qty != 0 and entry <= 0:
+            raise Refused(f"{where}: ep (entry price) of an open position must be positive, got {p.get('ep')!r}")
+        out.append(PositionUpdate(symbol, qty, entry, mt.lower() == "isolated", iw))
+    reason = data.get("m")
+    return AccountUpdate(event_time, transaction_time, reason if isinstance(reason, str) else None, wallet, tuple(out))
+
+
+def parse_order_update(obj: Any, account: str) -> dict[str, Any]:
+    """A documented ORDER_TRADE_UPDATE as a flat, journal-friendly record."""
+    if not isinstance(obj, dict) or obj.get("e") != "ORDER_TRADE_UPDATE":
+        raise Refused("not an ORDER_TRADE_UPDATE event")
+    o = obj.get("o")
+    if not isinstance(o, dict):
+        raise Refused("o (order) must be an object")
+    for key, what in (("s", "symbol"), ("c", "client order id"), ("x", "execution type"), ("X", "order status")):
+        if not isinstance(o.get(key), str) or not o.get(key):
+            raise Refused(f"o.{key} ({what}) missing")
+    if o.get("S") not in ("BUY", "SELL"):
+        raise Refused(f"o.S (side) must be BUY or SELL, got {o.get('S')!r}")
+    cid = o["c"]
+    origin = None
+    if cid.startswith("autoclose-"):
+        origin = "venue_liquidation"
+    elif cid.startswith("adl_autoclose"):
+        origin = "adl"
+    elif cid.startswith("settlement_autoclose"):
+        origin = "settlement"
+    return {
+        "account": account,
+        "symbol": o["s"],
+        "client_order_id": cid,
+        "order_id": o.get("i"),
+        "side": o["S"],
+        "order_type": o.get("o"),
+        "execution": o["x"],
+        "status": o["X"],
+        "qty": _number(o.get("q", 0), "o.q (quantity)", positive=True),
+        "filled_qty": _number(o.get("z", 0), "o.z (filled quantity)", positive=True),
+        "avg_price": _number(o.get("ap", 0), "o.ap (average price)", positive=True),
+        "last_qty": _number(o.get("l", 0), "o.l (last filled quantity)", positive=True),
+        "last_price": _number(o.get("L", 0), "o.L (last filled price)", positive=True),
+        "reduce_only": o.get("R") is True,
+        "time": _millis(obj.get("T", obj.get("E")), "T (transaction time)"),
+        "origin": origin,
+    }
+
+
 @dataclass(frozen=True)
 class Divergence:
     """capguard and the venue disagree about a position (the lead turns these into alerts)."""
@@ -533,12 +737,132 @@ class BinanceAccountSource(AccountSourceBase):
         self.clients = dict(clients)
         self.brackets: dict[str, list[Bracket]] = {}
         self._force_since_ms: int | None = None
+        self._configs = {a.id: a for a in config.accounts}
+        self._stream_time: dict[str, int] = {}  # last ACCOUNT_UPDATE transaction time applied
+        self.streams: list[BinanceUserStream] = []  # user data streams (BinanceVenue adds them)
+        self._time_task: asyncio.Task[None] | None = None
+        self.counters.update(stream_applied=0, stream_ignored=0)
 
     async def start(self) -> None:
+        await self.sync_time()
         await self._start_loop(self.config.account_interval)
+        if self._time_task is None and self.clients:
+            self._time_task = asyncio.get_running_loop().create_task(self._time_loop(), name=f"time:{self.name}")
+        for stream in self.streams:
+            await stream.start()
 
     async def stop(self) -> None:
+        for stream in self.streams:
+            await stream.stop()
         await self._stop_loop()
+        if self._time_task is not None:
+            self._time_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._time_task
+            self._time_task = None
+
+    async def sync_time(self) -> int | None:
+        """Measure the server clock offset (the clients share it); None when that failed."""
+        if not self.clients:
+            return None
+        try:
+            return await next(iter(self.clients.values())).sync_time()
+        except (BinanceError, BinanceUnknown, Refused) as exc:
+            log.warning("%s: server time sync failed: %s", self.name, exc)
+            return None
+
+    async def _time_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.config.time_sync_interval)
+            if not self._stopping.is_set():
+                await self.sync_time()
+
+    def apply_account_update(self, account_id: str, event: Any) -> AccountSnapshot | None:
+        """Merge one ACCOUNT_UPDATE of `account_id` into the current snapshot and apply the result
+        as a new snapshot. Malformed input raises Refused and nothing is applied. Returns None
+        (nothing applied) before the first successful REST poll, for an account the snapshot
+        does not hold, or for an event older than one already applied.
+
+        Only a REST poll confirms the whole account (open orders are not in these events), so
+        applying an update keeps `last_ok` where the last poll left it."""
+        cfg = self._configs.get(account_id)
+        if cfg is None:
+            raise Refused(f"ACCOUNT_UPDATE for {account_id!r}, which is not a configured Binance account")
+        update = parse_account_update(event, cfg.collateral, self.symbols)
+        snap = self.snapshot
+        current = None if snap is None else next((a for a in snap.accounts if a.id == account_id), None)
+        if snap is None or current is None:
+            self.counters["stream_ignored"] += 1
+            log.info("%s: %s ACCOUNT_UPDATE before the first account poll: ignored", self.name, account_id)
+            return None
+        last = self._stream_time.get(account_id)
+        if last is not None and update.transaction_time < last:
+            self.counters["stream_ignored"] += 1
+            log.info("%s: %s ACCOUNT_UPDATE older than one applied: ignored", self.name, account_id)
+            return None
+        positions = {p.symbol: p for p in current.positions}
+        isolated = {p.symbol: p.isolated_margin is not None for p in current.positions}
+        venue = {(v.account, v.symbol): v for v in snap.venue}
+        for u in update.positions:
+            key = (account_id, u.symbol)
+            if u.qty == 0:
+                positions.pop(u.symbol, None)
+                isolated.pop(u.symbol, None)
+                venue.pop(key, None)
+                continue
+            old = positions.get(u.symbol)
+            fields = old.model_dump() if old is not None else {"symbol": u.symbol}
+            margin = u.isolated_wallet if u.isolated else None
+            try:
+                positions[u.symbol] = Position.model_validate(
+                    {**fields, "qty": u.qty, "entry_price": u.entry_price, "isolated_margin": margin}
+                )
+            except ValidationError as exc:
+                raise Refused(f"{account_id} {u.symbol}: {describe_errors(exc)}") from None
+            isolated[u.symbol] = u.isolated
+            # The event carries no maintenance margin, liquidation or mark price: unknown until
+            # the next REST poll (a resync always polls first).
+            venue[key] = VenuePosition(
+                account_id,
+                u.symbol,
+                u.qty,
+                u.entry_price,
+                isolated_margin=margin,
+                update_time=update.transaction_time / 1000.0,
+            )
+        modes = set(isolated.values())
+        if len(modes) > 1:
+            raise Refused(f"{account_id}: a mix of cross and isolated positions in one account is not supported")
+        mode = current.margin_mode if not modes else ("isolated" if modes == {True} else "cross")
+        try:
+            account = Account.model_validate(
+                {
+                    **current.model_dump(),
+                    "wallet_balance": current.wallet_balance if update.wallet is None else update.wallet,
+                    "margin_mode": mode,
+                    "positions": [p.model_dump() for p in positions.values()],
+                }
+            )
+        except ValidationError as exc:
+            raise Refused(f"account {account_id}: {describe_errors(exc)}") from None
+        checked = self.check_accounts(account if a.id == account_id else a for a in snap.accounts)
+        last_ok, last_error = self._last_ok, self.last_error
+        applied = self.apply(
+            checked, venue=tuple(venue.values()), etag=snap.etag, as_of=iso(update.transaction_time / 1000.0)
+        )
+        self._last_ok, self.last_error = last_ok, last_error
+        self._stream_time[account_id] = update.transaction_time
+        self.counters["stream_applied"] += 1
+        log.info(
+            "%s: %s ACCOUNT_UPDATE (%s) applied as snapshot %d",
+            self.name,
+            account_id,
+            update.reason,
+            applied.seq,
+            extra={"event": {"event": "account_update", "account": account_id, "reason": update.reason}},
+        )
+        return applied
 
     async def refresh(self) -> bool:
         self.counters["polls"] += 1
@@ -588,11 +912,11 @@ class BinanceAccountSource(AccountSourceBase):
 
     async def resync(self, book: Book, skip: Iterable[tuple[str, str]] = ()) -> list[Divergence]:
         """Poll the venue now and compare it with the book (see find_divergences). A failed
-        poll returns a single `resync_failed` divergence so the gap is visible."""
-        ok = await self.refresh()
-        snap: AccountSnapshot | None = self.snapshot
-        if not ok or snap is None:
-            return [Divergence("*", "*", "resync_failed", None, None, None, f"resync failed: {self.last_error}")]
+        poll returns a single `resync_failed` divergence so the gap is visible.
+
+        The force orders are fetched first and the comparison follows the poll without yielding,
+        so the book is compared with the venue as it was polled (a guard taking that snapshot
+        into the book in between would hide a change)."""
         force: dict[tuple[str, str], list[dict[str, Any]]] = {}
         now_ms = int(self.clock.now() * 1000)
         for cfg in self.config.accounts:
@@ -603,6 +927,10 @@ class BinanceAccountSource(AccountSourceBase):
                 rows = []
             for r in rows:
                 force.setdefault((cfg.id, str(r.get("symbol"))), []).append(r)
+        ok = await self.refresh()
+        snap: AccountSnapshot | None = self.snapshot
+        if not ok or snap is None:
+            return [Divergence("*", "*", "resync_failed", None, None, None, f"resync failed: {self.last_error}")]
         self._force_since_ms = now_ms
         found = find_divergences(
             book,
@@ -617,6 +945,229 @@ class BinanceAccountSource(AccountSourceBase):
         for d in found:
             log.warning("resync: %s", d.message, extra={"event": {"event": "divergence", **d.to_dict()}})
         return found
+
+
+class BinanceUserStream(WebSocketSource):
+    """One account's user data stream: the listen key's life and the reconnecting socket.
+
+    The socket loop is `WebSocketSource`'s (reconnect forever with backoff and jitter); the
+    listen key is in the URL, so every reconnect resubscribes. A keeper task PUTs the key every
+    `keepalive` seconds and replaces it (POST, then reconnect) when Binance says it expired
+    (listenKeyExpired, or -1125 on a keepalive) or when connecting keeps failing.
+    """
+
+    def __init__(
+        self,
+        config: BinanceConfig,
+        account: BinanceAccountConfig,
+        rest: BinanceRest,
+        target: BinanceAccountSource,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(
+            f"binance_user:{account.id}",
+            sorted(target.symbols),
+            clock,
+            backoff=config.backoff,
+            ping_interval=config.ping_interval,
+            rng=rng,
+        )
+        self.config = config
+        self.account = account
+        self.rest = rest
+        self.target = target
+        self.keepalive = config.listen_key_keepalive
+        self.check_interval = 5.0  # seconds between the keeper's looks at the connection
+        self.listen_key: str | None = None
+        self.counters.update(keys=0, keepalives=0, key_failures=0)
+        self.order_updates: deque[dict[str, Any]] = deque(maxlen=256)
+        self.order_listeners: list[Callable[[dict[str, Any]], Any]] = []
+        self._keeper: asyncio.Task[None] | None = None
+        self._renew = asyncio.Event()
+        self._renew_reason = ""
+        self._posted_at = 0  # reconnect attempts counted when the key was last created
+
+    def url(self) -> str:
+        return f"{self.config.user_ws_url}/ws/{self.listen_key}"
+
+    def display_url(self) -> str:
+        return f"{self.config.user_ws_url}/ws/<listen key>"  # the key reads the account's stream
+
+    # lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._keeper is not None:
+            return
+        self._stopping.clear()
+        try:
+            await self._new_key()
+        except (BinanceError, BinanceUnknown, Refused) as exc:
+            self._key_failed("create", exc)  # the keeper keeps trying
+        if self.listen_key is not None:
+            await super().start()
+        self._keeper = asyncio.get_running_loop().create_task(self._keep(), name=f"keepalive:{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keeper
+            self._keeper = None
+        await super().stop()
+        if self.listen_key is not None:
+            self.listen_key = None
+            try:
+                await self.rest.request("DELETE", "/fapi/v1/listenKey", signed=False)
+            except (BinanceError, BinanceUnknown) as exc:
+                log.warning("%s: closing the listen key failed: %s", self.name, exc)
+
+    # the listen key --------------------------------------------------------------------
+    async def _new_key(self) -> None:
+        data = await self.rest.request("POST", "/fapi/v1/listenKey", signed=False)
+        key = data.get("listenKey") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise Refused("POST /fapi/v1/listenKey: the answer has no listenKey")
+        self.listen_key = key
+        self.counters["keys"] += 1
+        self._posted_at = self.backoff.attempt
+
+    async def _replace_key(self, reason: str, *, reconnect: bool) -> None:
+        old = self.listen_key
+        await self._new_key()
+        log.info(  # the key itself is never logged
+            "%s: listen key %s (%s)",
+            self.name,
+            "renewed" if self.listen_key != old else "confirmed",
+            reason,
+            extra={"event": {"event": "listen_key", "source": self.name, "reason": reason}},
+        )
+        if self._task is None:
+            await WebSocketSource.start(self)
+        elif reconnect or self.listen_key != old:
+            ws = self._ws
+            if ws is not None:  # the read loop ends, and connects again with the new key
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), timeout=2.0)
+
+    async def _keepalive_once(self) -> None:
+        try:
+            await self.rest.request("PUT", "/fapi/v1/listenKey", signed=False)
+        except BinanceError as exc:
+            if exc.code != NO_SUCH_LISTEN_KEY:
+                raise
+            await self._replace_key("the listen key no longer exists (-1125)", reconnect=True)
+            return
+        self.counters["keepalives"] += 1
+
+    def _key_failed(self, what: str, exc: Exception) -> None:
+        self.counters["key_failures"] += 1
+        self.last_error = f"listen key {what}: {exc}"
+        log.warning(
+            "%s: listen key %s failed: %s",
+            self.name,
+            what,
+            exc,
+            extra={"event": {"event": "listen_key_failed", "source": self.name, "reason": str(exc)}},
+        )
+
+    async def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.keepalive
+        not_before = 0.0
+        pending: str | None = None
+        retry = Backoff(self.config.backoff, self.backoff.rng)
+        while not self._stopping.is_set():
+            now = loop.time()
+            wait = min(due - now, self.check_interval)
+            if not_before > now:  # backing off after a failure: nothing is tried before then
+                wait = max(wait, not_before - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renew.wait(), timeout=max(0.0, wait))
+            if self._stopping.is_set():
+                break
+            if self._renew.is_set():
+                self._renew.clear()
+                pending = self._renew_reason or "renew"
+            now = loop.time()
+            if now < not_before:
+                continue
+            try:
+                if pending is not None or self.listen_key is None:
+                    await self._replace_key(pending or "no listen key yet", reconnect=pending is not None)
+                    pending, due = None, loop.time() + self.keepalive
+                elif not self.connected and self.backoff.attempt >= self._posted_at + 3:
+                    # connecting keeps failing: the key may have lapsed while the link was down
+                    await self._replace_key("reconnects keep failing", reconnect=False)
+                elif now >= due:
+                    await self._keepalive_once()
+                    due = loop.time() + self.keepalive
+                retry.reset()
+            except (BinanceError, BinanceUnknown, Refused) as exc:
+                self._key_failed("keepalive" if pending is None and self.listen_key else "create", exc)
+                not_before = loop.time() + retry.next()
+
+    # messages ---------------------------------------------------------------------------
+    def on_message(self, raw: str | bytes) -> None:
+        obj = decode(raw)
+        if isinstance(obj, dict) and "stream" in obj and "data" in obj:
+            obj = obj["data"]
+        if not isinstance(obj, dict):
+            raise Refused("a user data event must be a JSON object")
+        kind = obj.get("e")
+        if kind == "ACCOUNT_UPDATE":
+            applied = self.target.apply_account_update(self.account.id, obj)
+            self.counters["accepted" if applied is not None else "ignored"] += 1
+        elif kind == "ORDER_TRADE_UPDATE":
+            self._order_update(parse_order_update(obj, self.account.id))
+        elif kind == "listenKeyExpired":
+            _millis(obj.get("E"), "E (event time)")
+            key = obj.get("listenKey")
+            if key is not None and key != self.listen_key:
+                self.counters["ignored"] += 1  # about a key this stream no longer uses
+                return
+            log.warning(
+                "%s: listen key expired; creating a new one and resubscribing",
+                self.name,
+                extra={"event": {"event": "listen_key_expired", "source": self.name}},
+            )
+            self._renew_reason = "listenKeyExpired"
+            self._renew.set()
+        elif isinstance(kind, str) and kind:
+            if kind == "MARGIN_CALL":
+                log.warning(
+                    "%s: MARGIN_CALL from the venue", self.name, extra={"event": {"event": "margin_call", **obj}}
+                )
+            self.counters["ignored"] += 1
+        else:
+            raise Refused(f"e (event type) missing: {kind!r}")
+
+    def _order_update(self, record: dict[str, Any]) -> None:
+        self.counters["accepted"] += 1
+        self.order_updates.append(record)
+        level = logging.WARNING if record["origin"] in ("venue_liquidation", "adl") else logging.INFO
+        log.log(
+            level,
+            "%s %s %s %s %s: %s %s, filled %g",
+            record["account"],
+            record["symbol"],
+            record["side"],
+            record["client_order_id"],
+            record["origin"] or "order",
+            record["execution"],
+            record["status"],
+            record["filled_qty"],
+            extra={"event": {"event": "venue_order_update", **record}},
+        )
+        for listener in list(self.order_listeners):
+            try:
+                listener(record)
+            except Exception:  # a listener must never break the stream
+                log.exception("%s: order update listener failed", self.name)
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "listen_key": self.listen_key is not None}
 
 
 # ---------------------------------------------------------------------------------- broker
@@ -812,6 +1363,7 @@ class BinanceVenue:
     ) -> None:
         self.config = config
         symbols = [i.symbol for i in instruments]
+        self.server_time = ServerTime()  # one venue, one clock: every client shares the offset
         self.clients = {
             a.id: BinanceRest(
                 config.rest_url,
@@ -819,11 +1371,19 @@ class BinanceVenue:
                 recv_window=config.recv_window,
                 timeout=config.timeout,
                 time_ms=time_ms,
+                server_time=self.server_time,
             )
             for a in config.accounts
         }
         self.prices = BinanceMarkPriceSource(config, instruments, clock, rng=rng)
         self.accounts = BinanceAccountSource(config, instruments, clock, self.clients)
+        self.user_streams: dict[str, BinanceUserStream] = {}
+        if config.user_stream:
+            self.user_streams = {
+                a.id: BinanceUserStream(config, a, self.clients[a.id], self.accounts, clock, rng=rng)
+                for a in config.accounts
+            }
+            self.accounts.streams = list(self.user_streams.values())
         self.broker = BinanceBroker(config, self.clients, config.symbols or symbols)
 
     async def close(self) -> None:

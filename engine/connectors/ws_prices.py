@@ -69,6 +69,10 @@ class WebSocketSource(PriceSourceBase):
         self.delays: list[float] = []  # the reconnect waits taken (most recent last, capped)
 
     # subclass hooks -------------------------------------------------------------------
+    def display_url(self) -> str:
+        """The URL as logs may show it (no query string; subclasses hide secrets in the path)."""
+        return _redact(self.url())
+
     def url(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -114,7 +118,7 @@ class WebSocketSource(PriceSourceBase):
                     await self.on_open(ws)
                     self._connected = True
                     self.counters["connects"] += 1
-                    log.info("%s: connected to %s", self.name, _redact(self.url()))
+                    log.info("%s: connected to %s", self.name, self.display_url())
                     async for raw in ws:
                         self.counters["messages"] += 1
                         try:

@@ -267,3 +267,9 @@ class NatsServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+def load_doc_example(name: str) -> Any:
+    """`load_doc_json` for the examples that also separate two objects with a full-width comma
+    (U+FF0C, as the ACCOUNT_UPDATE example does): read as the ASCII comma it stands for."""
+    return doc_json((FIXTURES / "binance" / name).read_text(encoding="utf-8").replace("\uff0c", ","))

@@ -200,7 +200,7 @@ async def test_ticks_from_nats_are_another_price_source(nats_server, insts, wall
         await nc.publish("capguard.ticks.BTCUSDT", b"{broken")
         await nc.publish("capguard.ticks.BTCUSDT", json.dumps(tick("BTCUSDT", 0, TS)).encode())
         await nc.flush()
-        assert await wait_until(lambda: src.counters["accepted"] == 3 and src.counters["refused"] == 2)
+        assert await wait_until(lambda: src.counters["accepted"] == 3 and src.counters["refused"] == 2, timeout=15)
         ids, prices, _ = src.poll(wall.now())
         assert [src.symbols[i] for i in ids] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and prices.tolist()[0] == 64000.0
         assert "not valid JSON" in caplog.text and "mark must be a positive" in caplog.text
