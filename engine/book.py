@@ -12,14 +12,16 @@ positions, and the two agree to rounding (a property test holds them to 1e-9 rel
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from engine import margin
 from engine.levels import Thresholds, classify
-from engine.model import Account, InputError, Instrument, Side, check_price
+from engine.model import Account, InputError, Instrument, OpenOrder, Position, Side, check_price
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -44,6 +46,34 @@ class AccountInfo:
     strategy: str
     risk_class: str
     margin_mode: str
+
+
+@dataclass
+class AccountSync:
+    """What taking new account records changed (Book.update_accounts, Book.rebuilt).
+
+    Positions are named (account id, symbol). `opened`: a position going from none or 0 to a
+    quantity; `closed`: from a quantity to 0 (or gone from the record); `resized`: (account,
+    symbol, qty before, qty after) between two non-zero quantities. `structural` lists the
+    records update_accounts could not take in place (a new account, a position in a symbol the
+    account held none of, a changed margin mode): they are not applied, see `rebuilt`.
+    """
+
+    added: list[str] = field(default_factory=list)
+    opened: list[tuple[str, str]] = field(default_factory=list)
+    closed: list[tuple[str, str]] = field(default_factory=list)
+    resized: list[tuple[str, str, float, float]] = field(default_factory=list)
+    wallet: list[str] = field(default_factory=list)  # accounts whose wallet balance changed
+    orders: list[str] = field(default_factory=list)  # accounts whose open orders changed
+    other: list[str] = field(default_factory=list)  # entry, isolated margin, flags or descriptive fields only
+    structural: list[str] = field(default_factory=list)
+    changed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # revalued in place
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.added or self.opened or self.closed or self.resized or self.wallet or self.orders or self.other
+        )
 
 
 _ACCT_ROWS = 10  # fields of an account record in Book._acct, see Book._set_accounts
@@ -270,6 +300,10 @@ class Book:
         )
         self.wallet[:] = wallet
         self.warning[:], self.critical[:], self.liquidation[:] = t.warning, t.critical, t.liquidation
+        # Maintenance-margin add-ons of the guard (set_mm_addon): the ratio is equity / (MM +
+        # add-on); acct_mm stays the venue's. Zero and off by default: the venue's figures, unchanged.
+        self.acct_mm_addon = np.zeros(self.n_accounts)
+        self._mm_addon_on = False
 
     # ------------------------------------------------------------------ structure
     def _load_positions(self, accounts: list[Account]) -> None:
@@ -547,6 +581,8 @@ class Book:
             blk[:, c] += delta[c]
         equity, ratio, account_mm = blk[:, 4], blk[:, 5], blk[:, 1]
         np.add(blk[:, 6], blk[:, 0], out=equity)
+        if self._mm_addon_on:  # the guard's MM add-ons (set_mm_addon); the record keeps the venue MM
+            account_mm = account_mm + self.acct_mm_addon[accts]
         # Plain division when every account holds margin (the usual case), else the full rules.
         if np.minimum.reduce(account_mm) > 0:
             np.divide(equity, account_mm, out=ratio)
@@ -625,10 +661,16 @@ class Book:
         return level
 
     def _finish_accounts(self, accts: np.ndarray | slice) -> None:
-        """Equity, ratio and level of some accounts (or all, with slice(None)) from their sums."""
+        """Equity, ratio and level of some accounts (or all, with slice(None)) from their sums.
+
+        Cross accounts: ratio = equity / (MM + acct_mm_addon) while add-ons are set (see
+        set_mm_addon), else equity / MM. Isolated accounts: the lowest position ratio, never
+        with an add-on.
+        """
         if isinstance(accts, slice) and accts == slice(None):
             np.add(self.wallet, self.acct_upnl, out=self.equity)
-            ratio = margin.margin_ratio(self.equity, self.acct_mm)
+            mm = self.acct_mm + self.acct_mm_addon if self._mm_addon_on else self.acct_mm
+            ratio = margin.margin_ratio(self.equity, mm)
             if self._iso_ids.size:
                 ratio[self._iso_ids] = np.minimum.reduceat(self.position_ratio(self._iso_pos), self._iso_starts)
             self.ratio[:] = ratio
@@ -636,7 +678,8 @@ class Book:
             return
         ids = np.arange(self.n_accounts)[accts] if isinstance(accts, slice) else np.asarray(accts, dtype=np.int64)
         equity = self.wallet[ids] + self.acct_upnl[ids]
-        ratio = margin.margin_ratio(equity, self.acct_mm[ids])
+        mm = self.acct_mm[ids] + self.acct_mm_addon[ids] if self._mm_addon_on else self.acct_mm[ids]
+        ratio = margin.margin_ratio(equity, mm)
         iso = np.flatnonzero(self.isolated[ids] & (self.acct_pos_count[ids] > 0))
         if iso.size:
             sub = ids[iso]
@@ -646,6 +689,32 @@ class Book:
         self.equity[ids] = equity
         self.ratio[ids] = ratio
         self.level[ids] = self._classify(ratio, ids)
+
+    def set_mm_addon(self, addon: np.ndarray | None, finish: bool = True) -> None:
+        """Set the maintenance-margin add-on per account (quote currency), or None for none.
+
+        The ratio (and so the level) becomes equity / (venue MM + add-on) in every path
+        (revalue, apply_tick, revalue_accounts); acct_mm, liquidation prices and position
+        figures stay the venue's. The amounts are held as given until set again (the guard
+        recomputes them once a second). Isolated accounts get none: their ratio is the lowest
+        position ratio on each position's own isolated margin, which an account-level amount
+        cannot be split into. Unknown (NaN) amounts count as 0 (an unpriced position already
+        leaves the ratio unknown). With `finish`, every account's ratio and level are
+        recomputed now; otherwise at the next revalue or _finish_accounts.
+        """
+        if addon is None:
+            self.acct_mm_addon[:] = 0.0
+            self._mm_addon_on = False
+        else:
+            addon = np.asarray(addon, dtype=np.float64)
+            if addon.shape != (self.n_accounts,):
+                raise InputError(f"maintenance-margin add-on must hold one value per account ({self.n_accounts})")
+            if ((addon < 0) | np.isinf(addon)).any():
+                raise InputError("maintenance-margin add-on must be finite and not negative")
+            self.acct_mm_addon[:] = np.where(self.isolated | np.isnan(addon), 0.0, addon)
+            self._mm_addon_on = True
+        if finish:
+            self._finish_accounts(slice(None))
 
     def position_ratio(self, pos: np.ndarray) -> np.ndarray:
         """(isolated margin + unrealised PnL) / maintenance margin per position (isolated accounts)."""
@@ -793,3 +862,327 @@ class Book:
     def account_positions(self, account: int) -> np.ndarray:
         s = self.acct_pos_start[account]
         return np.arange(s, s + self.acct_pos_count[account])
+
+    # ------------------------------------------------------------------ account updates
+    def check_records(self, accounts: Iterable[Account]) -> list[Account]:
+        """Account records checked against this book as the constructor checks them: unique ids,
+        configured symbols, one position per symbol. InputError names the first problem."""
+        out = list(accounts)
+        seen: set[str] = set()
+        for acct in out:
+            if acct.id in seen:
+                raise InputError(f"account {acct.id}: duplicate account id")
+            seen.add(acct.id)
+            held = [p.symbol for p in acct.positions]
+            if not self.symbol_index.keys() >= set(held):
+                k, symbol = next((k, s) for k, s in enumerate(held) if s not in self.symbol_index)
+                raise InputError(f"account {acct.id} position {k}: unknown symbol {symbol!r}")
+            if len(set(held)) != len(held):
+                twice = sorted({s for s in held if held.count(s) > 1})
+                raise InputError(f"account {acct.id}: more than one position in {', '.join(twice)}")
+            for k, order in enumerate(acct.open_orders):
+                if order.symbol not in self.symbol_index:
+                    raise InputError(f"account {acct.id} open order {k}: unknown symbol {order.symbol!r}")
+        return out
+
+    def update_accounts(self, accounts: Iterable[Account], *, checked: bool = False) -> AccountSync:
+        """Take later records of accounts this book holds, in place (an account source's new snapshot).
+
+        For each record that fits the book's layout (the account is held, has the same margin
+        mode, and holds no symbol the book holds no position in for it): wallet balance,
+        descriptive fields, open orders, and quantity, entry price, isolated margin and flags of
+        its positions are written in place (column arrays are never rebound); a position the
+        record no longer lists becomes qty 0 with no isolated margin, as `apply_fill` leaves a
+        closed one. The accounts whose figures moved are then revalued (`revalue_accounts`).
+        Records that do not fit are left untouched and named in `structural` (see `rebuilt`).
+        Every record is checked first (unless `checked`: check_records passed them already) and
+        the whole call refused (InputError) on a bad one.
+        """
+        accounts = list(accounts) if checked else self.check_records(accounts)
+        sync = AccountSync()
+        known: list[tuple[int, Account]] = []
+        for acct in accounts:
+            a = self.account_index.get(acct.id)
+            if a is None or (acct.margin_mode == "isolated") != bool(self.isolated[a]):
+                sync.structural.append(acct.id)
+            else:
+                known.append((a, acct))
+        if known:
+            # Accounts opening a symbol they hold no position in need a new layout.
+            r_acct = np.fromiter((a for a, acct in known for _ in acct.positions), dtype=np.int64)
+            r_inst = np.fromiter((self.symbol_index[p.symbol] for _, acct in known for p in acct.positions), np.int64)
+            k = self.find_positions(r_acct, r_inst)
+            new_slot = set(np.unique(r_acct[k < 0]).tolist())
+            if new_slot:
+                moved = {acct.id for a, acct in known if a in new_slot} | set(sync.structural)
+                sync.structural = [acct.id for acct in accounts if acct.id in moved]  # in record order
+                known = [(a, acct) for a, acct in known if a not in new_slot]
+                k = k[~np.isin(r_acct, list(new_slot))]
+        if not known:
+            return sync
+        idx = np.array([a for a, _ in known], dtype=np.int64)
+        recs = [p for _, acct in known for p in acct.positions]  # aligned with k
+        n = len(recs)
+        ids = np.unique(idx)
+        pos = ranges(self.acct_pos_start[ids], self.acct_pos_count[ids])  # ascending
+        at = np.searchsorted(pos, k)  # each record's position, as an index into `pos`
+        old_qty, old_entry = self.pos_qty[pos], self.pos_entry[pos]
+        old_iso, old_last = self.pos_isolated_margin[pos], self.pos_liquidate_last[pos]
+        iso_acct = self.isolated[self.pos_account[pos]]
+        qty = np.zeros(pos.size)  # not in its record: closed
+        qty[at] = np.fromiter((p.qty for p in recs), dtype=np.float64, count=n)
+        entry = old_entry.copy()
+        entry[at] = np.fromiter((p.entry_price for p in recs), dtype=np.float64, count=n)
+        iso = np.where(iso_acct, 0.0, old_iso)  # a closed isolated position holds no margin
+        iso[at] = np.fromiter(
+            (np.nan if p.isolated_margin is None else p.isolated_margin for p in recs), dtype=np.float64, count=n
+        )
+        iso = np.where(iso_acct, iso, old_iso)  # cross accounts: any reported isolated margin counts for nothing
+        last = old_last.copy()
+        last[at] = np.fromiter((p.liquidate_last for p in recs), dtype=bool, count=n)
+        moved = qty != old_qty
+        touched = (
+            moved
+            | (entry != old_entry)
+            | (last != old_last)
+            | ((iso != old_iso) & ~(np.isnan(iso) & np.isnan(old_iso)))
+        )
+        wallet = np.array([acct.wallet_balance for _, acct in known], dtype=np.float64)
+        wallet_moved = wallet != self.wallet[idx]
+        infos = [
+            AccountInfo(acct.id, acct.name or acct.id, acct.desk, acct.strategy, acct.risk_class, acct.margin_mode)
+            for _, acct in known
+        ]
+        orders_moved = self._replace_orders(known)
+        # Nothing below can fail: write in place.
+        self.pos_qty[pos] = qty
+        self.pos_entry[pos] = entry
+        self.pos_isolated_margin[pos] = iso
+        self.pos_liquidate_last[pos] = last
+        for p, rec in zip(pos[at].tolist(), recs, strict=True):
+            self.pos_opened[p] = rec.opened
+        self.wallet[idx] = wallet
+        other: set[int] = set(self.pos_account[pos[touched & ~moved]].tolist())
+        for a, info in zip(idx.tolist(), infos, strict=True):
+            if info != self.info[a]:
+                self.info[a] = info
+                other.add(a)
+        syms = [i.symbol for i in self.instruments]
+        for j in np.flatnonzero(moved).tolist():
+            p = int(pos[j])
+            name = (self.info[self.pos_account[p]].id, syms[self.pos_instrument[p]])
+            before, after = float(old_qty[j]), float(qty[j])
+            if before == 0:
+                sync.opened.append(name)
+            elif after == 0:
+                sync.closed.append(name)
+            else:
+                sync.resized.append((*name, before, after))
+        sync.wallet = [self.info[a].id for a in idx[wallet_moved].tolist()]
+        sync.orders = [self.info[a].id for a in sorted(orders_moved)]
+        sync.other = [self.info[a].id for a in sorted(other)]
+        sync.changed = np.unique(np.concatenate([self.pos_account[pos[touched]], idx[wallet_moved]]))
+        if sync.changed.size:
+            self.revalue_accounts(sync.changed)
+        return sync
+
+    def _replace_orders(self, records: list[tuple[int, Account]]) -> set[int]:
+        """Replace the open orders of some accounts by their records'; returns the accounts whose
+        orders differ (as multisets: the order they are listed in does not count)."""
+        ids = np.array([a for a, _ in records], dtype=np.int64)
+        mine = np.isin(self.ord_account, ids)
+        cols = (
+            self.ord_account,
+            self.ord_instrument,
+            self.ord_side,
+            self.ord_qty,
+            self.ord_price,
+            self.ord_reduce_only,
+        )
+        before = Counter(zip(*(c[mine].tolist() for c in cols), strict=True))
+        rows = [
+            (a, self.symbol_index[o.symbol], 1.0 if o.side == Side.BUY else -1.0, o.qty, o.price, o.reduce_only)
+            for a, acct in records
+            for o in acct.open_orders
+        ]
+        after = Counter(rows)
+        moved = {row[0] for row in (before - after) + (after - before)}
+        if moved:
+            keep = ~mine
+            new = list(zip(*rows, strict=True)) if rows else [()] * 6
+            merged = [np.concatenate([c[keep], np.array(v, dtype=c.dtype)]) for c, v in zip(cols, new, strict=True)]
+            order = np.argsort(merged[0], kind="stable")  # grouped by account, as _load_orders lays them
+            for name, col in zip(
+                ("ord_account", "ord_instrument", "ord_side", "ord_qty", "ord_price", "ord_reduce_only"),
+                merged,
+                strict=True,
+            ):
+                setattr(self, name, col[order])
+        return moved
+
+    def account_records(self, accts: Iterable[int] | None = None) -> list[Account]:
+        """Accounts (all, or those at `accts`, in that order) as records, as they stand now
+        (after fills and updates). Built without validation: the book's figures are checked."""
+        wanted = list(range(self.n_accounts)) if accts is None else [int(a) for a in accts]
+        syms = [i.symbol for i in self.instruments]
+        orders: dict[int, list[OpenOrder]] = {}
+        mine = np.flatnonzero(np.isin(self.ord_account, wanted))
+        for k in mine.tolist():
+            orders.setdefault(int(self.ord_account[k]), []).append(
+                OpenOrder.model_construct(
+                    symbol=syms[self.ord_instrument[k]],
+                    side=Side.BUY if self.ord_side[k] > 0 else Side.SELL,
+                    qty=float(self.ord_qty[k]),
+                    price=float(self.ord_price[k]),
+                    reduce_only=bool(self.ord_reduce_only[k]),
+                )
+            )
+        out = []
+        for a in wanted:
+            info = self.info[a]
+            positions = []
+            for p in self.account_positions(a).tolist():
+                iso = float(self.pos_isolated_margin[p])
+                positions.append(
+                    Position.model_construct(
+                        symbol=syms[self.pos_instrument[p]],
+                        qty=float(self.pos_qty[p]),
+                        entry_price=float(self.pos_entry[p]),
+                        opened=self.pos_opened[p],
+                        isolated_margin=None if math.isnan(iso) else iso,
+                        liquidate_last=bool(self.pos_liquidate_last[p]),
+                    )
+                )
+            out.append(
+                Account.model_construct(
+                    id=info.id,
+                    name=info.name,
+                    desk=info.desk,
+                    strategy=info.strategy,
+                    risk_class=info.risk_class,
+                    wallet_balance=float(self.wallet[a]),
+                    margin_mode=info.margin_mode,
+                    positions=positions,
+                    open_orders=orders.get(a, []),
+                )
+            )
+        return out
+
+    def rebuilt(self, accounts: Iterable[Account], thresholds: Thresholds | None = None) -> tuple[Book, AccountSync]:
+        """A new book: this book's accounts as they stand (after fills and updates), each record
+        of `accounts` taking the place of the account with its id, new ids appended. Every
+        account keeps its index; positions are laid out anew (their indices change). Marks and
+        mark times are carried over and all is revalued; the kept accounts keep their
+        thresholds, new ones get `thresholds` (the guard refreshes them all). This book is left
+        untouched. Refused whole (InputError) on a bad record. The sync says what changed.
+        """
+        new = self.check_records(accounts)
+        n = self.n_accounts
+        sync = AccountSync()
+        ids = [i.id for i in self.info]
+        index = dict(self.account_index)
+        replaced: dict[int, Account] = {}
+        for acct in new:
+            a = index.get(acct.id)
+            if a is None:
+                a = index[acct.id] = len(ids)
+                ids.append(acct.id)
+                sync.added.append(acct.id)
+                sync.opened += [(acct.id, p.symbol) for p in acct.positions if p.qty != 0]
+            replaced[a] = acct
+        kept = [a for a in replaced if a < n]
+        for a, old in zip(kept, self.account_records(kept), strict=True):
+            _describe_change(old, replaced[a], sync)
+        extra = len(ids) - n
+        wallet = np.concatenate([self.wallet, np.zeros(extra)])
+        isolated = np.concatenate([self.isolated, np.zeros(extra, dtype=bool)])
+        info: list[AccountInfo | None] = [*self.info, *([None] * extra)]
+        for a, acct in replaced.items():
+            wallet[a] = acct.wallet_balance
+            isolated[a] = acct.margin_mode == "isolated"
+            info[a] = AccountInfo(
+                acct.id, acct.name or acct.id, acct.desk, acct.strategy, acct.risk_class, acct.margin_mode
+            )
+        # Positions: this book's, less those of the replaced accounts, then the records', grouped by account.
+        gone = list(replaced)
+        keep = ~np.isin(self.pos_account, gone)
+        rows = [(a, p) for a, acct in replaced.items() for p in acct.positions]
+        k = len(rows)
+        order = np.argsort(
+            np.concatenate([self.pos_account[keep], np.fromiter((a for a, _ in rows), np.int64, k)]), kind="stable"
+        )
+
+        def column(mine: np.ndarray, theirs: Iterable[Any], dtype: Any) -> np.ndarray:
+            return np.concatenate([mine[keep], np.fromiter(theirs, dtype, k)])[order]
+
+        book = Book.from_arrays(
+            self.instruments,
+            ids,
+            wallet,
+            isolated,
+            column(self.pos_account, (a for a, _ in rows), np.int64),
+            column(self.pos_instrument, (self.symbol_index[p.symbol] for _, p in rows), np.int64),
+            column(self.pos_qty, (p.qty for _, p in rows), np.float64),
+            column(self.pos_entry, (p.entry_price for _, p in rows), np.float64),
+            column(
+                self.pos_isolated_margin,
+                (np.nan if p.isolated_margin is None else p.isolated_margin for _, p in rows),
+                np.float64,
+            ),
+            thresholds=thresholds,
+        )
+        book.info = info  # type: ignore[assignment]  # every slot is filled above
+        book.pos_liquidate_last = column(self.pos_liquidate_last, (p.liquidate_last for _, p in rows), bool)
+        opened = [o for o, kp in zip(self.pos_opened, keep.tolist(), strict=True) if kp] + [p.opened for _, p in rows]
+        book.pos_opened = [opened[j] for j in order.tolist()]
+        # Open orders likewise.
+        keep_o = ~np.isin(self.ord_account, gone)
+        orows = [(a, o) for a, acct in replaced.items() for o in acct.open_orders]
+        m = len(orows)
+        o_order = np.argsort(
+            np.concatenate([self.ord_account[keep_o], np.fromiter((a for a, _ in orows), np.int64, m)]), kind="stable"
+        )
+        for name, theirs, dtype in (
+            ("ord_account", (a for a, _ in orows), np.int64),
+            ("ord_instrument", (self.symbol_index[o.symbol] for _, o in orows), np.int64),
+            ("ord_side", (1.0 if o.side == Side.BUY else -1.0 for _, o in orows), np.float64),
+            ("ord_qty", (o.qty for _, o in orows), np.float64),
+            ("ord_price", (o.price for _, o in orows), np.float64),
+            ("ord_reduce_only", (o.reduce_only for _, o in orows), bool),
+        ):
+            col = np.concatenate([getattr(self, name)[keep_o], np.fromiter(theirs, dtype, m)])[o_order]
+            setattr(book, name, col)
+        book.warning[:n], book.critical[:n], book.liquidation[:n] = self.warning, self.critical, self.liquidation
+        book.mark[:] = self.mark
+        book.mark_time[:] = self.mark_time
+        book.revalue()
+        return book, sync
+
+
+def _describe_change(old: Account, new: Account, sync: AccountSync) -> None:
+    """Add what changed from one record of an account to the next to `sync` (not on the hot path)."""
+    before = {p.symbol: p for p in old.positions}
+    after = {p.symbol: p for p in new.positions}
+    other = False
+    for symbol in [*before, *(s for s in after if s not in before)]:
+        b, n = before.get(symbol), after.get(symbol)
+        qb, qa = (b.qty if b else 0.0), (n.qty if n else 0.0)
+        if qb != qa:
+            if qb == 0:
+                sync.opened.append((new.id, symbol))
+            elif qa == 0:
+                sync.closed.append((new.id, symbol))
+            else:
+                sync.resized.append((new.id, symbol, qb, qa))
+        elif b is not None and n is not None:
+            iso = new.margin_mode == "isolated"  # a cross account's isolated margins count for nothing
+            figures = (b.entry_price, b.isolated_margin if iso else None, b.liquidate_last)
+            other |= figures != (n.entry_price, n.isolated_margin if iso else None, n.liquidate_last)
+    if old.wallet_balance != new.wallet_balance:
+        sync.wallet.append(new.id)
+    key = lambda o: (o.symbol, str(o.side), o.qty, o.price, o.reduce_only)  # noqa: E731
+    if Counter(map(key, old.open_orders)) != Counter(map(key, new.open_orders)):
+        sync.orders.append(new.id)
+    fields = ("name", "desk", "strategy", "risk_class", "margin_mode")
+    if other or any(getattr(old, f) != getattr(new, f) for f in fields):
+        sync.other.append(new.id)

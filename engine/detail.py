@@ -22,6 +22,49 @@ def _num(x: float) -> float | None:
     return x if np.isfinite(x) else None
 
 
+def margin_block(g: Guard, a: int) -> dict[str, Any]:
+    """How the guard's maintenance and initial margin of account `a` are made up ([risk]).
+
+    maintenance: the venue's MM, each add-on (null when not enabled), whether they are
+    applied (never to isolated accounts) and the MM the guard's ratio divides by
+    (ratio = equity / maintenance.used). initial: the venue's IM (brackets), the method of
+    each position, the account's IM per method and in total (`used`: what the utilisation,
+    free margin and GET /margin use). Add-ons and IM by method are as of the last refresh
+    (once a second); with the defaults every method is `position` and used = venue.
+    """
+    book = g.book
+    pos = book.account_positions(a)
+    venue_mm = float(book.acct_mm[a])
+    applied = bool(book._mm_addon_on and not book.isolated[a])
+    addons = {name: None if v is None else _num(v[a]) for name, v in g.mm_addons.items()}
+    venue_im = _num(book.acct_im[a])
+    symbols = [book.instruments[int(i)].symbol for i in book.pos_instrument[pos].tolist()]
+    im = g.im_methods
+    if im is None:
+        methods = ["position"] * pos.size
+        by_method = {"position": venue_im} if pos.size else {}
+        used = venue_im
+    else:
+        methods = [str(m) for m in im.position_method[pos].tolist()]
+        by_method = {name: _num(v[a]) for name, v in im.by_method.items() if name in methods}
+        used = _num(im.total[a])
+    return {
+        "maintenance": {
+            "venue": _num(venue_mm),
+            "volatility_addon": addons["volatility"],
+            "impact_addon": addons["impact"],
+            "addons_applied": applied,
+            "used": _num(venue_mm + float(book.acct_mm_addon[a]) if applied else venue_mm),
+        },
+        "initial": {
+            "venue": venue_im,
+            "positions": [{"symbol": s, "method": m} for s, m in zip(symbols, methods, strict=True)],
+            "by_method": by_method,
+            "used": used,
+        },
+    }
+
+
 def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
     a = g.account_index(account_id)
     book, lad, info = g.book, g.ladder, g.book.info[a]
@@ -75,6 +118,9 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
         g.config.thresholds, g.config.dynamic_thresholds, float(book.equity[a]), info.risk_class, vol, dd, override
     )
     equity = float(book.equity[a])
+    margin = margin_block(g, a)
+    im = margin["initial"]["used"]
+    im = np.nan if im is None else im
     records = g.journal.records(account=info.id, limit=200, newest_first=True)
     timeline = [
         r
@@ -101,11 +147,11 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
         "wallet_balance": float(book.wallet[a]),
         "equity": equity,
         "unrealized_pnl": float(book.acct_upnl[a]),
-        "initial_margin": _num(book.acct_im[a]),
+        "initial_margin": _num(im),
         "maintenance_margin": float(book.acct_mm[a]),
-        "free_margin": _num(equity - book.acct_im[a]),
+        "free_margin": _num(equity - im),
         "margin_ratio": _num(book.ratio[a]),
-        "utilization": _num(book.acct_im[a] / equity) if equity > 0 else None,
+        "utilization": _num(im / equity) if equity > 0 else None,
         "leverage": _num(book.acct_notional[a] / equity) if equity > 0 else None,
         "drawdown": dd,
         "level": LEVEL_NAMES[lad.level[a]],
@@ -122,6 +168,7 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
         "timeline": timeline,
         "latest_action": {"action_id": latest, "records": flow},
         "cheapest_step": step,
+        "margin": margin,
         "risk": account_risk(g, a),
         "scheduled": [
             {"schedule_id": sid, "action": s["action"], "at": iso(s["at"])}

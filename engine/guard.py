@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,16 @@ import numpy as np
 
 from engine import thresholds as dyn
 from engine.alerts.approach import approaching
-from engine.book import Book
+from engine.analytics.margin_methods import InitialMargin, MarginMethod
+from engine.book import AccountSync, Book
 from engine.clock import Clock, SimClock, WallClock, iso
 from engine.config import Config, ConfigWriter, state_dir
-from engine.connectors.base import Sources, build_broker, build_sources
+from engine.connectors.base import AccountSnapshot, Sources, build_broker, build_sources
 from engine.events import EventHub, Subscription
 from engine.journal import Journal
 from engine.ladder import DataState, Ladder, TradingState
 from engine.levels import LEVEL_NAMES, Level
-from engine.model import Account
+from engine.model import Account, InputError
 from engine.operators import Operator, Role
 from engine.protection import Protection
 from engine.quality import PriceGate, account_state
@@ -43,6 +46,18 @@ from engine.view import AccountsSnapshot, CommandResult
 log = logging.getLogger("capguard.guard")
 
 HISTORY_POINTS = 720  # ratio samples kept in memory per account for charts
+SYNC_LIST = 20  # items of each kind named in an accounts_synced record (the count says how many in all)
+
+
+@dataclass(frozen=True)
+class _SourceSync:
+    """Where the guard stands with one account source: the snapshot last taken, the account
+    ids it listed, and the ids still to apply from it (deferred)."""
+
+    snapshot: AccountSnapshot
+    ids: frozenset[str]
+    pending: frozenset[str] = frozenset()
+    refused: str | None = None
 
 
 class Guard:
@@ -91,6 +106,14 @@ class Guard:
         self._tasks: list[asyncio.Task[None]] = []
         self.systemd = SystemdNotifier()
         self.protection = Protection(self)
+        # Account snapshots taken so far, per account source (later ones reach the book in evaluate).
+        self._account_sync: dict[int, _SourceSync] = {
+            k: _SourceSync(s.snapshot, frozenset(a.id for a in s.snapshot.accounts))
+            for k, s in enumerate(sources.accounts if sources is not None else ())
+            if s.snapshot is not None
+        }
+        self._busy: set[str] = set()  # accounts with an action in flight at the last evaluation
+        self._busy_seen: dict[str, float] = {}  # when each was last seen busy (or seen to finish)
         self._approaching = np.zeros(self.book.n_accounts, dtype=bool)
         self._slope = np.full(self.book.n_accounts, np.nan)
         self._slope_ratio, self._slope_time = self.book.ratio.copy(), self.start_time
@@ -101,6 +124,9 @@ class Guard:
         self._inst_vol = np.zeros(len(instruments))
         self._price_window: deque[np.ndarray] = deque(maxlen=240)
         self._last_thresholds = -np.inf
+        # What [risk] enables, recomputed in refresh_thresholds; None while not enabled.
+        self.mm_addons: dict[str, np.ndarray | None] = {"volatility": None, "impact": None}  # per account
+        self.im_methods: InitialMargin | None = None  # initial margin by method ([risk.margin])
         self._stopping = asyncio.Event()
         self.refresh_thresholds(self.start_time)
         self.ladder.level[:] = np.maximum(self.book.level, 0)
@@ -136,8 +162,13 @@ class Guard:
             if self.sources.publisher is not None:
                 publisher_sub = self.hub.subscribe(maxsize=10_000)
                 self._tasks.append(loop.create_task(self.sources.publisher.run(publisher_sub)))
-            if self.sources.risk_center is not None:
-                self.sources.risk_center.listeners.append(self._apply_risk_center)
+            rc = self.sources.risk_center
+            if rc is not None:
+                rc.listeners.append(self._apply_risk_center)
+                if rc.current is not None:  # pulled before the loop ran: apply it now (replays are skipped)
+                    from engine.connectors.risk_center import diff
+
+                    self._apply_risk_center(rc.current, diff(None, rc.current))
             if self.sources.binance is not None and self.sources.binance.accounts is not None:
                 self._tasks.append(loop.create_task(self._resync_venue()))
         await self.protection.reconcile()
@@ -161,6 +192,8 @@ class Guard:
             for name in ("instruments", "simulator", "sources", "broker", "api", "guard")
             if getattr(config, name) != getattr(self.config, name)
         ]
+        # What needs a restart keeps its running value, so `config` says what is in force.
+        config = config.model_copy(update={name: getattr(self.config, name) for name in needs_restart})
         self.config = config
         self.ladder.config = config.ladder
         self.gate.config = config.data_quality
@@ -170,37 +203,114 @@ class Guard:
         return needs_restart
 
     def _apply_risk_center(self, payload: Any, changes: list[dict[str, Any]]) -> None:
-        """Threshold changes pulled from the risk center go through the journaled command path."""
+        """Account threshold changes pulled from the risk center go through the journaled command
+        path (operator "risk-center", role risk). A change already in force is skipped (a replay
+        or a second delivery journals nothing); an override the risk center withdrew is removed,
+        intent journaled first (`clear_thresholds`), so the account returns to the book's
+        thresholds. Book-wide thresholds and limits need a configuration change: not applied here."""
         operator = Operator("risk-center", Role.RISK, "risk_center")
+        loop = asyncio.get_running_loop()
         for change in changes:
-            after = change.get("after") or {}
-            if change.get("scope") == "account" and change.get("account") and after:
-                asyncio.get_running_loop().create_task(
+            account = change.get("account")
+            if change.get("scope") != "account" or not account:
+                continue
+            after = change.get("after")
+            in_force = self.protection.overrides.get(account)
+            if after:
+                if in_force is not None and in_force.model_dump() == dict(after):
+                    continue
+                task = loop.create_task(
                     self.command(
-                        "set_thresholds",
-                        operator,
-                        account=change["account"],
-                        reason=change.get("change_id", ""),
-                        **after,
+                        "set_thresholds", operator, account=account, reason=change.get("change_id", ""), **after
                     )
                 )
+                self._tasks.append(task)  # held until done (a bare task may be collected)
+                task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+            elif in_force is not None:
+                self.journal.append(
+                    "operator",
+                    account,
+                    command="clear_thresholds",
+                    before=in_force.model_dump(),
+                    reason=change.get("change_id", ""),
+                    **operator.fields(),
+                )
+                if self.config_writer is not None:
+                    try:
+                        self.config_writer.update(lambda doc, a=account: doc.get("overrides", {}).pop(a, None))
+                    except Exception:  # the override is lifted in memory even if the file cannot be written
+                        log.exception("could not remove overrides.%s from the configuration file", account)
+                self.protection.overrides.pop(account, None)
+                self.refresh_thresholds(self.clock.now())
 
     async def _resync_venue(self) -> None:
-        """Compare capguard's figures with the venue's own, and notice what the venue did alone."""
+        """Compare capguard's figures with the venue's own, and notice what the venue did alone.
+
+        Every `resync_interval` the venue is polled and compared with the book (maintenance
+        margin, liquidation price, quantities). Every new account snapshot (a poll or the user
+        stream) is also checked, before the book takes it, for positions the venue changed
+        without a capguard order: once the book has taken it the two agree and the change would
+        go unseen. Each divergence is raised once as a critical alert (event and journal) until
+        a resync no longer finds it; a changed position once per venue quantity. A failing
+        resync is raised the same way and never ends the loop."""
+        from engine.connectors.binance import Divergence, find_divergences
+
         venue = self.sources.binance if self.sources is not None else None
         assert venue is not None
-        interval = venue.config.resync_interval
-        while not self._stopping.is_set():
-            await self.clock.sleep(interval)
+        source, cfg = venue.accounts, venue.config
+        moved_kinds = ("position_changed", "venue_liquidation", "adl")
+        raised: dict[tuple[str, str, str], float | None] = {}
+
+        def busy() -> set[tuple[str, str]]:  # positions with capguard orders in flight are expected to move
             book = self.book
-            busy = {  # positions with capguard orders in flight are expected to move
+            return {
                 (book.info[a].id, book.instruments[i].symbol)
                 for a in self.protection.active
                 for i in book.pos_instrument[book.account_positions(a)].tolist()
             }
-            for d in await venue.accounts.resync(self.book, skip=busy):
+
+        def report(found: list[Any], *, clear: bool) -> None:
+            seen: set[tuple[str, str, str]] = set()
+            for d in found:
+                key = (d.account, d.symbol, d.kind)
+                value = d.venue if d.kind in moved_kinds else None
+                seen.add(key)
+                if key in raised and raised[key] == value:
+                    continue
+                raised[key] = value
                 a = self.book.account_index.get(d.account)
                 self.protection.alert("system", "critical", a, d.message, divergence=d.to_dict())
+            if clear:
+                for key in [k for k in raised if k not in seen]:
+                    del raised[key]
+
+        def on_snapshot(snap: AccountSnapshot) -> None:
+            found = find_divergences(
+                self.book,
+                snap.venue,
+                accounts=[a.id for a in cfg.accounts],
+                mm_tolerance=float("inf"),
+                liq_tolerance=float("inf"),
+                qty_tolerance=cfg.qty_tolerance,
+                skip=busy(),
+            )
+            report([d for d in found if d.kind in moved_kinds], clear=False)
+
+        source.listeners.append(on_snapshot)
+        try:
+            while not self._stopping.is_set():
+                await self.clock.sleep(cfg.resync_interval)
+                try:
+                    found = await source.resync(self.book, skip=busy())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the comparison must outlive any one failure
+                    log.exception("venue resync failed")
+                    found = [Divergence("*", "*", "resync_failed", None, None, None, f"resync failed: {exc}")]
+                report(found, clear=True)
+        finally:
+            with contextlib.suppress(ValueError):
+                source.listeners.remove(on_snapshot)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop the loop, let in-flight actions finish (or journal them as interrupted)."""
@@ -214,7 +324,8 @@ class Guard:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, now: float) -> None:
-        """One pass: take prices, re-value, classify, step the ladder, decide."""
+        """One pass: take account snapshots and prices, re-value, classify, step the ladder, decide."""
+        self._sync_sources(now)
         book = self.book
         if self.live_feed is not None:
             ids, prices, received = self.live_feed.poll(now, coalesce=True)
@@ -233,6 +344,150 @@ class Guard:
         self._check_approaching(now)
         self._sample(now)
         self.version += 1
+
+    # ------------------------------------------------------------------ account snapshots
+    def _sync_sources(self, now: float) -> None:
+        """Apply the account snapshots the live sources took since the last evaluation.
+
+        A snapshot counts only while its source is OK; a refused poll never replaces a source's
+        snapshot, so nothing of it is applied. Records not applied yet (see `sync_accounts`) are
+        retried, alone, on later evaluations until applied or superseded by a newer snapshot.
+
+        An account that had a protective action in flight takes a record only once its source
+        has confirmed the data after the action was seen to end (`last_ok` later than that):
+        a snapshot fetched while capguard's own fills were being booked would undo them.
+
+        An account a source stops listing (and no other source lists) is kept with its last
+        figures and journaled once (`account_missing`).
+        """
+        if self.sources is None:
+            return
+        busy = {self.book.info[a].id for a in self.protection.active}
+        for acct in busy | self._busy:  # busy now, or seen to finish now
+            self._busy_seen[acct] = now
+        self._busy = busy
+        for k, source in enumerate(self.sources.accounts):
+            snap = source.snapshot
+            state = self._account_sync.get(k)
+            if snap is None or (state is not None and snap is state.snapshot and not state.pending):
+                continue
+            if source.data_state(now) != DataState.OK:
+                continue
+            ids = frozenset(a.id for a in snap.accounts)
+            retry = state is not None and snap is state.snapshot
+            if retry:
+                assert state is not None
+                records = [a for a in snap.accounts if a.id in state.pending]
+                missing: list[str] = []
+            else:
+                records = list(snap.accounts)
+                elsewhere = {
+                    a.id
+                    for j, other in enumerate(self.sources.accounts)
+                    if j != k and other.snapshot is not None
+                    for a in other.snapshot.accounts
+                }
+                missing = sorted((state.ids if state else frozenset()) - ids - elsewhere)
+            confirmed = source.last_ok if source.last_ok is not None else -np.inf
+            hold = {a.id for a in records if self._busy_seen.get(a.id, -np.inf) >= confirmed}
+            try:
+                pending = self.sync_accounts(
+                    records,
+                    now,
+                    source=source.name,
+                    missing=missing,
+                    hold=hold,
+                    reported=state.pending if state is not None else frozenset(),
+                )
+            except InputError as exc:
+                # Refused whole by the book (nothing applied); said once per reason, not per poll.
+                if state is None or state.refused != str(exc):
+                    self.protection.alert(
+                        "system",
+                        "critical",
+                        None,
+                        f"{source.name}: account snapshot refused: {exc}",
+                        source=source.name,
+                    )
+                # The accounts last applied stay the reference for `account_missing`.
+                self._account_sync[k] = _SourceSync(snap, state.ids if state else ids, refused=str(exc))
+                continue
+            for a in records:
+                if a.id not in pending:
+                    self._busy_seen.pop(a.id, None)
+            self._account_sync[k] = _SourceSync(snap, ids, pending)
+
+    def sync_accounts(
+        self,
+        accounts: Iterable[Account],
+        now: float,
+        *,
+        source: str = "",
+        missing: Sequence[str] = (),
+        hold: Iterable[str] = (),
+        reported: frozenset[str] = frozenset(),
+    ) -> frozenset[str]:
+        """Bring the book to later account records (an account source's new snapshot).
+
+        - Records of accounts with a protective action in flight, or named in `hold`, are
+          deferred: their fills are being booked, and a record fetched meanwhile would undo them.
+        - Changes that keep the book's layout (balances, quantities, entries, isolated margins,
+          open orders, closed positions, descriptive fields) are written in place and those
+          accounts revalued (Book.update_accounts).
+        - A new account, a position in a symbol the account held none of, or a changed margin
+          mode needs a new book (Book.rebuilt; every account keeps its index): swapped in at once
+          when no action is in flight anywhere (position indices change), else deferred.
+        - `missing` accounts (no longer listed) keep their last figures; journaled here, once.
+
+        Every sync that changed something is journaled (`accounts_synced`), and so is a deferral
+        of ids not in `reported`. InputError (a record the book refuses) leaves everything as it
+        was. Returns the ids deferred, to be passed again later.
+        """
+        accounts = self.book.check_records(accounts)
+        held = {self.book.info[a].id for a in self.protection.active} | set(hold)
+        deferred = {a.id for a in accounts if a.id in held}
+        sync = self.book.update_accounts([a for a in accounts if a.id not in held], checked=True)
+        rebuilt = False
+        if sync.structural:
+            if self.protection.active:
+                deferred |= set(sync.structural)
+            else:
+                wanted = set(sync.structural)
+                sync = _merge(sync, self._rebuild([a for a in accounts if a.id in wanted], now))
+                rebuilt = True
+        for acct in missing:
+            self.journal.append("system", acct, event="account_missing", source=source, kept="last figures")
+        if not sync.empty or deferred - reported:
+            fields: dict[str, Any] = {}
+            for name in ("added", "opened", "closed", "resized", "wallet", "orders", "other"):
+                items = getattr(sync, name)
+                if items:
+                    fields[name] = [list(x) if isinstance(x, tuple) else x for x in items[:SYNC_LIST]]
+                    if len(items) > SYNC_LIST:
+                        fields[f"{name}_count"] = len(items)
+            if deferred:
+                fields["deferred"] = sorted(deferred)[:SYNC_LIST]
+            self.journal.append("system", event="accounts_synced", source=source, rebuilt=rebuilt, **fields)
+        return frozenset(deferred)
+
+    def _rebuild(self, records: list[Account], now: float) -> AccountSync:
+        """Swap in a new book with `records` merged (Book.rebuilt) and grow every per-account array."""
+        old = self.book
+        book, sync = old.rebuilt(records, self.config.thresholds)
+        old_n, extra = old.n_accounts, book.n_accounts - old.n_accounts
+        self.book = book
+        if getattr(self.broker, "book", None) is old:  # the simulated venue prices orders on the book
+            self.broker.book = book  # type: ignore[attr-defined]
+        self.ladder.grow(book.n_accounts)
+        self.protection.on_book_swapped(old_n)
+        self.history.extend(deque(maxlen=HISTORY_POINTS) for _ in range(extra))
+        self._approaching = np.concatenate([self._approaching, np.zeros(extra, dtype=bool)])
+        self._slope = np.concatenate([self._slope, np.full(extra, np.nan)])
+        self._slope_ratio = np.concatenate([self._slope_ratio, book.ratio[old_n:]])
+        self.equity_peak = np.concatenate([self.equity_peak, book.equity[old_n:]])
+        self._last_sample = np.concatenate([self._last_sample, np.full(extra, -np.inf)])
+        self.refresh_thresholds(now)
+        return sync
 
     def ingest(self, instruments: np.ndarray, prices: np.ndarray, received: float | np.ndarray) -> int:
         """Take mark prices from any source through the price gate into the book.
@@ -258,7 +513,20 @@ class Guard:
         return int(ids.size)
 
     def refresh_thresholds(self, now: float) -> None:
-        """Effective thresholds for every account: base + dynamic factors, overrides first."""
+        """Effective thresholds for every account: base + dynamic factors, overrides first.
+
+        Runs at start, once a second (evaluate) and on reload. It also recomputes what the
+        [risk] section enables, nothing by default (then at no cost, the venue's figures):
+        - maintenance add-ons ([risk.maintenance]): per account, each on its own (mm_addons),
+          from the instruments' annualised volatility (risk_view.daily_volatility x sqrt(365))
+          and the impact model at the current marks. Their sum is set on the book
+          (Book.set_mm_addon), so the ratio, and with it the level and every protective action,
+          is equity / (venue MM + add-ons): the venue MM is current on every tick, the add-ons
+          are those of the last refresh (at most about a second old). Isolated accounts get none.
+        - initial margin by method ([risk.margin] naming a method other than `position`):
+          per account (im_methods), used for the snapshot's utilisation, GET /margin and the
+          account detail, as of the last refresh.
+        """
         book = self.book
         self._last_thresholds = now
         if len(self._price_window) >= 3:
@@ -275,6 +543,33 @@ class Guard:
             self.config.thresholds, self.config.dynamic_thresholds, book.equity, risk_class, vol, dd, overrides
         )
         book.warning[:], book.critical[:], book.liquidation[:] = w, c, liq
+        risk = self.config.risk
+        addons = risk.maintenance
+        if addons.volatility is not None or addons.impact:
+            from engine.analytics.maintenance import impact_addon, volatility_addon
+            from engine.analytics.revalue import account_sums
+            from engine.risk_view import daily_volatility
+
+            by_vol = by_impact = None
+            if addons.volatility is not None:
+                annual = daily_volatility(self) * np.sqrt(365.0)
+                by_vol = volatility_addon(book.maintenance_margin, book.pos_instrument, annual, addons.volatility)
+                by_vol = account_sums(book, by_vol)
+            if addons.impact:
+                by_impact = account_sums(book, impact_addon(book))
+            self.mm_addons = {"volatility": by_vol, "impact": by_impact}
+            book.set_mm_addon(sum(x for x in (by_vol, by_impact) if x is not None), finish=False)
+        elif book._mm_addon_on:  # switched off by a reload
+            self.mm_addons = {"volatility": None, "impact": None}
+            book.set_mm_addon(None, finish=False)
+        m = risk.margin
+        if any(x != MarginMethod.POSITION for x in (m.default, *m.groups.values(), *m.accounts.values())):
+            from engine.analytics.margin_methods import initial_margin
+            from engine.risk_view import daily_volatility
+
+            self.im_methods = initial_margin(book, m, daily_volatility(self))
+        else:
+            self.im_methods = None  # every position by its brackets: the venue's IM, not recomputed
         book._finish_accounts(slice(None))
 
     def _update_data_state(self, now: float) -> None:
@@ -357,7 +652,8 @@ class Guard:
         book, ladder = self.book, self.ladder
         with np.errstate(divide="ignore", invalid="ignore"):
             positive = book.equity > 0
-            utilization = np.where(positive, book.acct_im / book.equity, np.nan)
+            im = book.acct_im if self.im_methods is None else self.im_methods.total
+            utilization = np.where(positive, im / book.equity, np.nan)
             leverage = np.where(positive, book.acct_notional / book.equity, np.nan)
         liq = book.liquidation_prices()
         mark = book.mark[book.pos_instrument]
@@ -462,3 +758,17 @@ class Guard:
             return self.book.account_index[account_id]
         except KeyError:
             raise KeyError(f"no account {account_id!r}") from None
+
+
+def _merge(a: AccountSync, b: AccountSync) -> AccountSync:
+    """Two syncs of one snapshot (in place, then rebuilt) as one."""
+    return AccountSync(
+        added=a.added + b.added,
+        opened=a.opened + b.opened,
+        closed=a.closed + b.closed,
+        resized=a.resized + b.resized,
+        wallet=a.wallet + b.wallet,
+        orders=a.orders + b.orders,
+        other=a.other + b.other,
+        changed=a.changed,
+    )

@@ -90,6 +90,28 @@ class Ladder:
         self.held_until = np.full(n_accounts, np.nan)
         self.data_state = np.zeros(n_accounts, dtype=np.int8)
 
+    def grow(self, n_accounts: int) -> None:
+        """Make room for accounts appended to the book (a later account snapshot brought them).
+
+        They start SAFE, ACTIVE, unheld, with OK data: the next `step` classifies them (a
+        transition, journaled and acted on like any other). The arrays are replaced, so read
+        them from the ladder each time rather than keeping references.
+        """
+        extra = n_accounts - self.level.size
+        if extra <= 0:
+            return
+        for name, fill in (
+            ("level", 0),
+            ("relief_since", np.nan),
+            ("entered_at", np.nan),
+            ("reduce_flags", 0),
+            ("halted", False),
+            ("held_until", np.nan),
+            ("data_state", 0),
+        ):
+            old = getattr(self, name)
+            setattr(self, name, np.concatenate([old, np.full(extra, fill, dtype=old.dtype)]))
+
     @property
     def trading_state(self) -> np.ndarray:
         return np.where(self.halted, TradingState.HALTED, np.where(self.reduce_flags != 0, TradingState.REDUCING, 0))

@@ -29,6 +29,7 @@ from engine.ladder import (
     REDUCE_BREAKER,
     REDUCE_CRITICAL,
     REDUCE_DRAWDOWN,
+    REDUCE_KILL,
     REDUCE_LEVERAGE,
     DataState,
     Transition,
@@ -73,6 +74,29 @@ class Protection:
         self.schedule: dict[str, dict[str, Any]] = {}
         self.acknowledged: set[str] = set()
         self._schedule_seq = 0
+
+    def on_book_swapped(self, old_n: int) -> None:
+        """The guard swapped in a new book (accounts appended, see Guard.sync_accounts): point the
+        executor at it and give the new accounts their per-account state. The ladder must have
+        grown already (the circuit breaker and kill switch reach the new accounts too)."""
+        g = self.g
+        self.executor.book = g.book
+        n = g.book.n_accounts
+        extra = n - old_n
+        if extra <= 0:
+            return
+        shadow = np.full(extra, g.config.guard.protection_mode == "shadow")
+        listed = set(g.config.guard.shadow_accounts)
+        shadow |= np.array([i.id in listed for i in g.book.info[old_n:]], dtype=bool)
+        self.rounds = np.concatenate([self.rounds, np.zeros(extra, dtype=self.rounds.dtype)])
+        self.next_round = np.concatenate([self.next_round, np.full(extra, -np.inf)])
+        self.escalated = np.concatenate([self.escalated, np.zeros(extra, dtype=bool)])
+        self.alert_armed = np.concatenate([self.alert_armed, np.ones(extra, dtype=bool)])
+        self.shadow = np.concatenate([self.shadow, shadow])
+        if self.breaker_tripped:
+            g.ladder.reduce_flags[old_n:] |= REDUCE_BREAKER
+        if self.kill_switch:
+            g.ladder.reduce_flags[old_n:] |= REDUCE_KILL
 
     # ------------------------------------------------------------------ helpers
     def _id(self, a: int) -> str:
@@ -226,6 +250,7 @@ class Protection:
 
         async def cancel() -> None:
             ids = await self.g.broker.cancel_orders(acct, exposure_increasing_only=True)
+            book = self.g.book  # the guard may have swapped in a new book meanwhile (accounts keep their index)
             book.remove_orders(book.exposure_increasing_orders(a))
             self.g.journal.append("order", acct, action="cancel_orders", cancelled=ids)
             self._publish("action", account=acct, stage="orders_cancelled", cancelled=ids)

@@ -385,6 +385,16 @@ class _ColumnChannel(Channel):
         self._key = key
         cur = self.current()
         assert self.prev is not None
+        if any(v.shape != self.prev[k].shape for k, v in cur.items()):
+            # Accounts were added (a new account in a source's snapshot): rows no longer line
+            # up, so every client gets a fresh snapshot instead of a delta.
+            self.prev = {k: v.copy() for k, v in cur.items()}
+            self.version, self.time = int(self.g.version), self.g.clock.now()
+            self.seq += 1
+            for c in tuple(self.clients):
+                c.resync = True
+                c.wakeup.set()
+            return None
         rows = self.changed_rows(cur, self.prev)
         self.version = int(self.g.version)
         self.time = self.g.clock.now()

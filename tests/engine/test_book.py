@@ -8,6 +8,7 @@ liquidation prices, and with a straightforward per-position reference written he
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -687,3 +688,233 @@ def test_liquidation_prices_of_some_positions_equal_the_full_solve(spec):
     for a in range(book.n_accounts):
         pos = book.account_positions(a)
         np.testing.assert_array_equal(book.liquidation_prices(pos), full[pos])
+
+
+# ---------------------------------------------------------------------------- later account records
+def test_update_accounts_writes_a_new_quantity_and_wallet_in_place():
+    # Before: 0.5 BTC @ 60_000, mark 61_000, wallet 10_000 -> ratio 10_500 / 122 = 86.0655737704918.
+    # After: 1.0 BTC @ 60_000, wallet 12_000:
+    #   notional 61_000 -> tier 1 (mmr 0.005, cum 50): MM 305 - 50 = 255
+    #   upnl 1_000; equity 13_000; ratio 13_000 / 255 = 50.98039215686274
+    book = book_of([one(positions=[pos("BTCUSDT", 0.5, 60_000)]), one("a2")], {"BTCUSDT": 61_000})
+    columns = (book.ratio, book.equity, book.wallet, book.acct_mm, book.pos_qty)
+    assert book.ratio[0] == pytest.approx(86.0655737704918, rel=1e-12)
+    sync = book.update_accounts([one(wallet=12_000.0, positions=[pos("BTCUSDT", 1.0, 60_000)])])
+    assert book.pos_qty.tolist() == [1.0] and book.wallet[0] == 12_000.0
+    assert book.equity[0] == pytest.approx(13_000.0, rel=1e-12)
+    assert book.acct_mm[0] == pytest.approx(255.0, rel=1e-12)
+    assert book.ratio[0] == pytest.approx(50.98039215686274, rel=1e-12)
+    assert sync.resized == [("a1", "BTCUSDT", 0.5, 1.0)] and sync.wallet == ["a1"] and not sync.structural
+    assert sync.changed.tolist() == [0]
+    # Written in place: the public columns are the same arrays, and a tick still moves them.
+    now = (book.ratio, book.equity, book.wallet, book.acct_mm, book.pos_qty)
+    assert all(x is y for x, y in zip(columns, now, strict=True))
+    book.apply_tick(0, 62_000.0, 1.0)
+    # notional 62_000: MM 310 - 50 = 260; equity 12_000 + 2_000 = 14_000; ratio 53.84615384615385
+    assert book.ratio[0] == pytest.approx(53.84615384615385, rel=1e-12)
+
+
+def test_a_position_missing_from_the_record_becomes_zero_and_keeps_its_index():
+    # 0.5 BTC @ 60_000 and -10 ETH @ 3_000; marks 61_000 and 2_900; wallet 10_000.
+    # ETH gone: only BTC counts: equity 10_500, MM 122, ratio 86.0655737704918.
+    a = one(positions=[pos("BTCUSDT", 0.5, 60_000), pos("ETHUSDT", -10, 3_000)])
+    book = book_of([a], {"BTCUSDT": 61_000, "ETHUSDT": 2_900})
+    sync = book.update_accounts([one(positions=[pos("BTCUSDT", 0.5, 60_000)])])
+    assert sync.closed == [("a1", "ETHUSDT")] and not sync.structural
+    assert book.pos_qty.tolist() == [0.5, 0.0]  # still there, closed, as apply_fill leaves it
+    assert book.equity[0] == pytest.approx(10_500.0, rel=1e-12)
+    assert book.ratio[0] == pytest.approx(86.0655737704918, rel=1e-12)
+    # Reopened later: in place again (the slot is there).
+    sync = book.update_accounts([a])
+    assert sync.opened == [("a1", "ETHUSDT")] and not sync.structural and book.pos_qty.tolist() == [0.5, -10.0]
+
+
+def test_records_that_need_a_new_layout_are_named_and_left_untouched():
+    book = book_of(
+        [one(positions=[pos("BTCUSDT", 0.5, 60_000)]), one("a2", positions=[pos("ETHUSDT", 1, 3_000)])],
+        {"BTCUSDT": 61_000, "ETHUSDT": 3_000},
+    )
+    before = (book.pos_qty.copy(), book.wallet.copy(), book.ratio.copy())
+    sync = book.update_accounts(
+        [
+            one(wallet=1.0, positions=[pos("BTCUSDT", 0.5, 60_000), pos("ETHUSDT", 1, 3_000)]),  # a new symbol
+            one("a2", wallet=2.0, margin_mode="isolated", positions=[pos("ETHUSDT", 1, 3_000, isolated_margin=50)]),
+            one("a3"),  # a new account
+        ]
+    )
+    assert sync.structural == ["a1", "a2", "a3"] and sync.empty
+    assert all(np.array_equal(x, y) for x, y in zip(before, (book.pos_qty, book.wallet, book.ratio), strict=True))
+
+
+def test_a_bad_record_refuses_the_whole_update():
+    book = book_of([one(positions=[pos("BTCUSDT", 0.5, 60_000)]), one("a2")], {"BTCUSDT": 61_000})
+    ratio = book.ratio.copy()
+    with pytest.raises(InputError, match="a2 position 0: unknown symbol 'XRPUSDT'"):
+        book.update_accounts([one(wallet=1.0), one("a2", positions=[pos("XRPUSDT", 1, 1)])])
+    with pytest.raises(InputError, match="a1: duplicate account id"):
+        book.update_accounts([one(wallet=1.0), one(wallet=2.0)])
+    assert book.wallet.tolist() == [10_000.0, 10_000.0] and book.pos_qty.tolist() == [0.5]
+    assert np.array_equal(book.ratio, ratio)
+
+
+def test_open_orders_are_replaced_per_account():
+    order = OpenOrder(symbol="BTCUSDT", side="buy", qty=1.0, price=60_000.0)
+    book = book_of([one(open_orders=[order]), one("a2", open_orders=[order])], {"BTCUSDT": 61_000})
+    # IM reserved by a buy of 1 BTC @ 60_000 on a flat account: 60_000 in tier 1 -> 1/100 -> 600.
+    assert book.reserved_initial_margin().tolist() == pytest.approx([600.0, 600.0])
+    sync = book.update_accounts([one(), one("a2", open_orders=[order])])
+    assert sync.orders == ["a1"] and book.ord_account.tolist() == [1]
+    assert book.reserved_initial_margin().tolist() == pytest.approx([0.0, 600.0])
+
+
+def test_rebuilt_keeps_indices_marks_thresholds_and_what_fills_did():
+    # a1: 1 BTC @ 60_000, mark 61_000, wallet 10_000; a fill sells 0.5 @ 61_000 with fee 5:
+    #   realised 0.5 * 1_000 = 500, wallet 10_000 + 500 - 5 = 10_495; 0.5 BTC left.
+    # a2 then opens ETH (a new symbol for it): a new book. a1 keeps what the fill did:
+    #   notional 30_500 (tier 0): MM 122; equity 10_495 + 500 = 10_995; ratio 90.12295081967213
+    book = book_of(
+        [one(positions=[pos("BTCUSDT", 1.0, 60_000)]), one("a2", positions=[pos("BTCUSDT", 0.1, 60_000)])],
+        {"BTCUSDT": 61_000, "ETHUSDT": 3_000},
+    )
+    book.set_thresholds(0, Thresholds(warning=3.0, critical=2.0, liquidation=1.5))
+    book.apply_fill(0, -0.5, 61_000.0, 5.0)
+    a2 = one("a2", wallet=5_000.0, positions=[pos("BTCUSDT", 0.1, 60_000), pos("ETHUSDT", 2, 3_000)])
+    new, sync = book.rebuilt([a2, one("a3", wallet=1.0)])
+    assert new is not book and [i.id for i in new.info] == ["a1", "a2", "a3"]
+    assert new.account_index == {"a1": 0, "a2": 1, "a3": 2}
+    assert sync.added == ["a3"] and sync.opened == [("a2", "ETHUSDT")] and sync.wallet == ["a2"]
+    assert new.mark[:2].tolist() == [61_000.0, 3_000.0] and np.array_equal(
+        new.mark_time, book.mark_time, equal_nan=True
+    )
+    assert (new.warning[0], new.critical[0], new.liquidation[0]) == (3.0, 2.0, 1.5)
+    assert new.wallet[0] == 10_495.0 and new.pos_qty[new.account_positions(0)].tolist() == [0.5]
+    assert new.ratio[0] == pytest.approx(90.12295081967213, rel=1e-12)
+    # a2: 0.1 BTC (notional 6_100, MM 24.4, PnL 100) + 2 ETH (notional 6_000, MM 30, PnL 0):
+    #   equity 5_100, MM 54.4, ratio 93.75
+    assert new.ratio[1] == pytest.approx(93.75, rel=1e-12)
+    assert book.n_accounts == 2 and book.wallet[1] == 10_000.0  # the old book is untouched
+
+
+def assert_accounts_agree(book: Book, ref: Book) -> None:
+    """Equity, MM, notional, ratio (to 1e-9 relative to the account's size) and level per account.
+
+    Position arrays may differ: a closed position stays in `book` at qty 0."""
+    assert [i.id for i in book.info] == [i.id for i in ref.info]
+    assert book.info == ref.info
+    scale = scale_of(ref)
+    assert_close(book.wallet, ref.wallet, 0.0, "wallet")
+    assert_close(book.equity, ref.equity, 1e-9 * scale, "equity")
+    assert_close(book.acct_mm, ref.acct_mm, 1e-9 * scale, "account MM")
+    assert_close(book.acct_notional, ref.acct_notional, 1e-9 * scale, "account notional")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_tol = 1e-9 * (np.abs(ref.ratio) + np.where(ref.acct_mm > 0, scale / ref.acct_mm, 0.0))
+    assert_close(book.ratio, ref.ratio, ratio_tol, "ratio")
+    near = np.zeros(ref.n_accounts, dtype=bool)
+    for thr in (ref.warning, ref.critical, ref.liquidation):
+        with np.errstate(invalid="ignore"):
+            near |= np.abs(ref.ratio - thr) <= ratio_tol
+    assert book.level[~near].tolist() == ref.level[~near].tolist()
+    assert book.isolated.tolist() == ref.isolated.tolist()
+    # Open positions: the same figures and flags per (account, symbol).
+    held = lambda b: {  # noqa: E731
+        (b.info[b.pos_account[p]].id, b.pos_instrument[p]): (
+            b.pos_qty[p],
+            b.pos_entry[p],
+            b.pos_liquidate_last[p],
+            b.pos_opened[p],
+        )
+        for p in np.flatnonzero(b.pos_qty).tolist()
+    }
+    assert held(book) == held(ref)
+    # Open orders: the same per account, and the same margin reserved for them.
+    rows = lambda b: sorted(  # noqa: E731
+        zip(b.ord_account.tolist(), b.ord_instrument.tolist(), b.ord_side.tolist(), b.ord_qty.tolist(), strict=True)
+    )
+    assert rows(book) == rows(ref)
+    assert_close(book.reserved_initial_margin(), ref.reserved_initial_margin(), 1e-9 * scale, "reserved IM")
+
+
+OPENED = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@st.composite
+def later_record(draw, acct_id: str, old: Account | None, insts, prices) -> Account:
+    """A later record of an account: wallet, quantities, entries, margins and mode may move,
+    positions may close or open (in symbols held before or not)."""
+    isolated = (old.margin_mode == "isolated") if old is not None else draw(st.booleans())
+    if draw(st.integers(0, 9)) == 0:
+        isolated = not isolated
+    held = {p.symbol: p for p in old.positions} if old is not None else {}
+    positions = []
+    for inst in insts:
+        p = held.get(inst.symbol)
+        keep = draw(st.sampled_from(["same", "move", "drop"] if p is not None else ["none", "none", "open"]))
+        if keep in ("drop", "none"):
+            continue
+        if keep == "same" and p is not None:
+            qty, entry, margin, last, opened = p.qty, p.entry_price, p.isolated_margin, p.liquidate_last, p.opened
+        else:
+            qty = draw(st.floats(0.01, 1_000.0)) * draw(st.sampled_from([1.0, -1.0]))
+            entry = prices[inst.symbol] * draw(st.floats(0.5, 1.5))
+            margin = draw(st.floats(0.0, 1e6))
+            last = draw(st.booleans())
+            opened = draw(st.sampled_from([None, OPENED]))
+        if isolated and margin is None:
+            margin = draw(st.floats(0.0, 1e6))
+        positions.append(
+            pos(
+                inst.symbol,
+                qty,
+                entry,
+                isolated_margin=margin if isolated else None,
+                liquidate_last=last,
+                opened=opened,
+            )
+        )
+    wallet = old.wallet_balance if old is not None and draw(st.booleans()) else draw(st.floats(-1e3, 1e7))
+    mode = "isolated" if isolated else "cross"
+    desk = draw(st.sampled_from(["default", "d1"]))
+    orders = [
+        OpenOrder(symbol=insts[i].symbol, side=side, qty=qty, price=prices[insts[i].symbol], reduce_only=ro)
+        for i, side, qty, ro in draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, len(insts) - 1),
+                    st.sampled_from(["buy", "sell"]),
+                    st.floats(0.01, 100.0),
+                    st.booleans(),
+                ),
+                max_size=2,
+            )
+        )
+    ]
+    return Account(
+        id=acct_id, wallet_balance=wallet, margin_mode=mode, positions=positions, desk=desk, open_orders=orders
+    )
+
+
+@settings(max_examples=60)
+@given(books(), st.data())
+def test_any_sequence_of_account_updates_equals_a_fresh_book(spec, data):
+    # Later snapshots (in place, or a new book when the layout changes), ticks in between: the
+    # book always equals one built afresh from the latest record of every account it holds.
+    insts, accounts, prices = spec
+    book = fresh_book(insts, accounts, prices)
+    latest = {a.id: a for a in accounts}
+    marks = dict(prices)
+    for step in range(data.draw(st.integers(1, 5))):
+        ids = list(latest) + [f"n{step}"] * data.draw(st.integers(0, 1))
+        chosen = data.draw(st.lists(st.sampled_from(ids), unique=True)) if ids else []
+        records = [data.draw(later_record(i, latest.get(i), insts, marks)) for i in chosen]
+        kept = {i.id: n for n, i in enumerate(book.info)}
+        sync = book.update_accounts(records)
+        if sync.structural:
+            book, _ = book.rebuilt([r for r in records if r.id in sync.structural])
+        assert {i.id: n for n, i in enumerate(book.info) if i.id in kept} == kept  # indices kept
+        latest.update({r.id: r for r in records})
+        for i, factor in data.draw(
+            st.lists(st.tuples(st.integers(0, len(insts) - 1), st.floats(0.5, 2.0)), max_size=4)
+        ):
+            marks[insts[i].symbol] *= factor
+            book.apply_tick(i, marks[insts[i].symbol], 1.0)
+        assert_accounts_agree(book, fresh_book(insts, list(latest.values()), marks))

@@ -187,3 +187,36 @@ async def test_events_channel_joiner_does_not_get_an_event_twice(tmp_path):
     finally:
         await ch.stop()
         g.journal.close()
+
+
+async def test_a_new_account_sends_every_column_channel_a_fresh_snapshot(tmp_path):
+    from engine.model import Account, Position
+
+    async with (
+        serving(tmp_path, "calm") as (g, server),
+        connect(server, "risk-status") as risk,
+        connect(server, "margin-updates") as margin,
+    ):
+        first = {ch: await receive(ws) for ch, ws in (("risk", risk), ("margin", margin))}
+        assert all(m["type"] == "snapshot" for m in first.values())
+        n = len(first["risk"]["ids"])
+        records = [
+            *g.book.account_records(),
+            Account(
+                id="late-1",
+                wallet_balance=10_000.0,
+                positions=[Position(symbol=g.book.instruments[0].symbol, qty=0.1, entry_price=float(g.book.mark[0]))],
+            ),
+        ]
+        g.sync_accounts(records, g.clock.now())
+        assert g.book.n_accounts == n + 1
+        for ws in (risk, margin):
+            for _ in range(50):  # heartbeats and deltas may come first; a snapshot must come
+                msg = await receive(ws, 5.0)
+                if msg["type"] == "snapshot":
+                    break
+            assert msg["ids"][-1] == "late-1" and len(msg["ids"]) == n + 1
+            assert all(len(v) == n + 1 for v in msg["columns"].values())
+        await drive(g, 2)  # and deltas flow again afterwards
+        msg = await receive(ws, 5.0)
+        assert msg["type"] in ("delta", "heartbeat")
