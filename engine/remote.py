@@ -35,6 +35,7 @@ import websockets
 from engine.events import EventHub, Subscription
 from engine.ladder import DataState, TradingState
 from engine.levels import LEVEL_NAMES
+from engine.model import InputError
 from engine.operators import Operator, Role
 from engine.view import SNAPSHOT_COLUMNS, AccountsSnapshot, CommandResult
 
@@ -361,11 +362,14 @@ class RemoteGuardView:
         if self._tasks and not self.connected:
             raise ConnectionError(f"not connected to the guard at {self.url}")
         r = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
-        if r.status_code == 404:
-            raise KeyError(_detail(r))
-        if r.status_code >= 400:
-            raise RuntimeError(f"GET {path}: {r.status_code} {_detail(r)}")
-        return r.json()
+        return _answer(r, "GET", path)
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """A read that needs a body (stress, what-if): nothing changes on the guard."""
+        if self._tasks and not self.connected:
+            raise ConnectionError(f"not connected to the guard at {self.url}")
+        r = self._http.post(path, json={k: _plain(v) for k, v in body.items() if v is not None})
+        return _answer(r, "POST", path)
 
     def account_detail(self, account_id: str) -> dict[str, Any]:
         return self._get(f"/accounts/{quote(account_id, safe='')}")  # type: ignore[no-any-return]
@@ -373,6 +377,37 @@ class RemoteGuardView:
     def recent_actions(self, limit: int = 100) -> list[dict[str, Any]]:
         data = self._get("/journal", kind=RECENT_KINDS, limit=limit, order="desc")
         return list(data["records"])
+
+    # risk analytics (GuardView; the guard computes, under /analytics)
+    def book_risk(self) -> dict[str, Any]:
+        return self._get("/analytics/book")  # type: ignore[no-any-return]
+
+    def stress(self, scenario: dict[str, Any] | str, top: int = 20) -> dict[str, Any]:
+        if isinstance(scenario, str):
+            body: dict[str, Any] = {"scenario": scenario}
+        elif isinstance(scenario, dict):
+            body = dict(scenario)
+        else:
+            raise InputError(f"scenario: a scenario name or an object with moves/vol_shocks, got {scenario!r}")
+        return self._post("/analytics/stress", {**body, "top": top})  # type: ignore[no-any-return]
+
+    def scenario_grid(
+        self, account_id: str, price_moves: list[float] | None = None, vol_shocks: list[float] | None = None
+    ) -> dict[str, Any]:
+        def joined(values: list[float] | None) -> str | None:
+            return None if values is None else ",".join(repr(float(x)) for x in values)
+
+        return self._get(  # type: ignore[no-any-return]
+            f"/analytics/grid/{quote(account_id, safe='')}",
+            price_moves=joined(price_moves),
+            vol_shocks=joined(vol_shocks),
+        )
+
+    def what_if(
+        self, account_id: str, symbol: str, side: str, qty: float, price: float | None = None
+    ) -> dict[str, Any]:
+        body = {"symbol": symbol, "side": side, "qty": qty, "price": price}
+        return self._post(f"/analytics/what-if/{quote(account_id, safe='')}", body)  # type: ignore[no-any-return]
 
     def whoami(self) -> Operator:
         """The operator this token is, as the guard sees it (viewer when no token is configured)."""
@@ -418,6 +453,17 @@ class RemoteGuardView:
                 bool(data.get("ok")), str(data.get("message", "")), data.get("action_id"), data.get("plan")
             )
         return CommandResult(False, str(data.get("message") or _detail(r)), data.get("action_id"), data.get("plan"))
+
+
+def _answer(r: httpx.Response, method: str, path: str) -> Any:
+    """The JSON of a read; 404 is KeyError, 422 InputError (as the embedded guard raises them)."""
+    if r.status_code == 404:
+        raise KeyError(_detail(r))
+    if r.status_code == 422:
+        raise InputError(_detail(r))
+    if r.status_code >= 400:
+        raise RuntimeError(f"{method} {path}: {r.status_code} {_detail(r)}")
+    return r.json()
 
 
 def _detail(r: httpx.Response) -> str:

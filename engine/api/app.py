@@ -58,7 +58,9 @@ from engine.api.models import (
     OptionalReasonRequest,
     ReasonRequest,
     ScheduleRequest,
+    StressRequest,
     ThresholdsRequest,
+    WhatIfRequest,
     message_schemas,
 )
 from engine.api.security import (
@@ -75,7 +77,9 @@ from engine.journal import KINDS
 from engine.journal_cli import parse_time
 from engine.ladder import REDUCE_REASONS, DataState, TradingState
 from engine.levels import LEVEL_NAMES
+from engine.model import InputError
 from engine.operators import Operator, Role
+from engine.risk_view import account_risk
 
 if TYPE_CHECKING:
     from engine.guard import Guard
@@ -218,6 +222,27 @@ def _time(st: ApiState, field: str, text: str | None) -> float | None:
         raise HTTPException(422, f"{field}: {exc}") from None
 
 
+def _fractions(field: str, text: str | None) -> list[float] | None:
+    """A comma-separated list of fractions from a query parameter (None when not given)."""
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(float(part.strip()))
+        except ValueError:
+            raise HTTPException(422, f"{field}: {part.strip()!r} is not a number") from None
+    return out
+
+
+def _analytics(compute: Callable[[], dict[str, Any]]) -> Response:
+    """A risk-analytics read; the engine's InputError (naming the field) is a 422."""
+    try:
+        return Json(compute())
+    except InputError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
 def _levels(text: str | None) -> list[int] | None:
     if not text:
         return None
@@ -308,7 +333,7 @@ def _write_config(st: ApiState, op: Operator, patch: dict[str, Any], section: st
     try:
         keys = sorted(set(changed_keys(patch, section)))
         st.guard.journal.append("config", None, event="write", keys=keys, **op.fields())
-        writer.update(edit)
+        config = writer.update(edit)
     except ConfigError as exc:
         st.guard.journal.append("config", None, refused=str(exc), **op.fields())
         raise HTTPException(422, str(exc)) from None
@@ -321,14 +346,9 @@ def _write_config(st: ApiState, op: Operator, patch: dict[str, Any], section: st
         st.guard.journal.append("config", None, refused=msg, **op.fields())
         raise HTTPException(503, msg) from None
     st.guard.journal.append("config", None, event="written", path=str(writer.loaded.path), keys=changed, **op.fields())
-    return Json(
-        {
-            "ok": True,
-            "path": str(writer.loaded.path),
-            "changed": changed,
-            "applies": "at the next start (live threshold changes: POST /thresholds/{account_id})",
-        }
-    )
+    # Applied now, as SIGHUP would: what needs a restart (instruments, sources, ...) is named.
+    needs_restart = st.guard.reload(config)
+    return Json({"ok": True, "path": str(writer.loaded.path), "changed": changed, "needs_restart": needs_restart})
 
 
 def changed_keys(patch: dict[str, Any], section: str | None) -> list[str]:
@@ -543,6 +563,7 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
                 "protection_mode": "shadow" if g.protection.shadow[a] else "active",
                 "action_in_flight": a in g.protection.active,
                 "top_contributors": contributors,
+                "analytics": account_risk(g, a),
             }
         )
 
@@ -555,7 +576,11 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
         liq = st.source.liquidation_prices()[pos]
         im_pos = book.initial_margin[pos]
         equity = float(book.equity[a])
-        im = float(book.acct_im[a])
+        # IM by the configured methods ([risk.margin], as of the guard's last 1 Hz refresh), else the venue's.
+        methods = g.im_methods
+        venue_im = float(book.acct_im[a])
+        im = venue_im if methods is None else float(methods.total[a])
+        method = ["position"] * pos.size if methods is None else [str(m) for m in methods.position_method[pos].tolist()]
         reserved = float(st.source.reserved_initial_margin()[a])
         positions = []
         for k, p in enumerate(pos.tolist()):
@@ -570,6 +595,7 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
                     "notional": _f(book.notional[p]),
                     "unrealized_pnl": _f(book.unrealized_pnl[p]),
                     "initial_margin": _f(im_pos[k]),
+                    "margin_method": method[k],
                     "maintenance_margin": _f(book.maintenance_margin[p]),
                     "mmr": _f(book.table.mmr[b]),
                     "tier": b - int(book.table.start[i]) + 1,
@@ -586,6 +612,7 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
                 "equity": _f(equity),
                 "unrealized_pnl": _f(book.acct_upnl[a]),
                 "initial_margin": _f(im),
+                "venue_initial_margin": _f(venue_im),
                 "maintenance_margin": _f(book.acct_mm[a]),
                 "free_margin": _f(equity - im),
                 "reserved_by_orders": _f(reserved),
@@ -715,6 +742,45 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
     @r.get("/schemas", summary="JSON Schemas of the WebSocket messages, by channel")
     async def schemas(_: Reader) -> Response:
         return Json({"channels": {name: f"{WS_PREFIX}/{name}" for name in CHANNELS}, "schemas": message_schemas()})
+
+    # ------------------------------------------------------------------ risk analytics (reads)
+    @r.get("/analytics/book", summary="Book VaR/ES (parametric, historical, Monte Carlo), named scenarios, margin")
+    async def analytics_book(st: State, _: Reader) -> Response:
+        return _analytics(st.guard.book_risk)
+
+    @r.get("/analytics/scenarios", summary="The configured named stress scenarios ([risk] scenarios)")
+    async def analytics_scenarios(st: State, _: Reader) -> Response:
+        return Json({"scenarios": [s.model_dump(mode="json") for s in st.guard.config.risk.scenarios]})
+
+    @r.post("/analytics/stress", summary="Apply a named or ad-hoc stress scenario to the book (nothing changes)")
+    async def analytics_stress(body: StressRequest, st: State, _: Reader) -> Response:
+        scenario: dict[str, Any] | str
+        if body.scenario is not None:
+            scenario = body.scenario
+        else:
+            scenario = body.model_dump(exclude_none=True, include={"name", "description", "moves", "vol_shocks"})
+        return _analytics(lambda: st.guard.stress(scenario, body.top))
+
+    @r.get("/analytics/grid/{account_id}", summary="One account under price moves x volatility shocks")
+    async def analytics_grid(
+        account_id: str,
+        st: State,
+        _: Reader,
+        price_moves: Annotated[
+            str | None, Query(max_length=4000, description="comma-separated fractions, e.g. -0.2,-0.1,0,0.1")
+        ] = None,
+        vol_shocks: Annotated[
+            str | None, Query(max_length=4000, description="comma-separated relative shocks, e.g. 0,0.5,1")
+        ] = None,
+    ) -> Response:
+        account(st, account_id)
+        moves, shocks = _fractions("price_moves", price_moves), _fractions("vol_shocks", vol_shocks)
+        return _analytics(lambda: st.guard.scenario_grid(account_id, moves, shocks))
+
+    @r.post("/analytics/what-if/{account_id}", summary="The account after a hypothetical fill (nothing is sent)")
+    async def analytics_what_if(account_id: str, body: WhatIfRequest, st: State, _: Reader) -> Response:
+        account(st, account_id)
+        return _analytics(lambda: st.guard.what_if(account_id, body.symbol, body.side, body.qty, body.price))
 
     # ------------------------------------------------------------------ changes
     @r.post("/deleverage/{account_id}", response_model=CommandResponse, summary="Deleverage (or plan: dry_run)")

@@ -97,6 +97,38 @@ class ScheduleRequest(Body):
         return self
 
 
+ShockKey = Annotated[str, Field(min_length=1, max_length=64)]
+Shock = Annotated[float, Field(gt=-1, le=1e6, allow_inf_nan=False)]
+Shocks = Annotated[dict[ShockKey, Shock], Field(max_length=1000)]
+
+
+class StressRequest(Body):
+    """A configured scenario by name, or an ad-hoc one (moves and/or vol_shocks)."""
+
+    scenario: str | None = Field(default=None, min_length=1, max_length=200, description="a configured scenario")
+    name: str | None = Field(default=None, min_length=1, max_length=200, description="ad hoc: its name")
+    description: str | None = Field(default=None, max_length=500, description="ad hoc: its description")
+    moves: Shocks | None = Field(default=None, description='ad hoc: price moves by symbol/underlying/group/"*"')
+    vol_shocks: Shocks | None = Field(default=None, description="ad hoc: relative volatility shocks, same keys")
+    top: int = Field(default=20, ge=0, le=100_000, description="accounts listed, worst ratio after first")
+
+    @model_validator(mode="after")
+    def _named_or_ad_hoc(self) -> StressRequest:
+        ad_hoc = self.moves is not None or self.vol_shocks is not None
+        if self.scenario is not None and (ad_hoc or self.name is not None or self.description is not None):
+            raise ValueError("give scenario (a configured name) or moves/vol_shocks, not both")
+        if self.scenario is None and not ad_hoc:
+            raise ValueError("give scenario (a configured name) or moves and/or vol_shocks")
+        return self
+
+
+class WhatIfRequest(Body):
+    symbol: str = Field(min_length=1, max_length=64)
+    side: Literal["buy", "sell"]
+    qty: float = Field(gt=0, le=1e15, allow_inf_nan=False, description="contracts")
+    price: float | None = Field(default=None, gt=0, le=1e15, allow_inf_nan=False, description="default: the mark")
+
+
 class CommandResponse(BaseModel):
     ok: bool
     message: str

@@ -39,13 +39,19 @@ async def test_put_config_writes_the_file_with_its_comments_and_refuses_bad_valu
             r = await risk.put("/config", json={"deleverage": {"cooldown": 7.5}, "limits": {"max_drawdown": None}})
             assert r.status_code == 200, r.text
             assert set(r.json()["changed"]) == {"deleverage.cooldown", "limits.max_drawdown"}
+            assert r.json()["needs_restart"] == []
             text = path.read_text()
             doc = tomlkit.parse(text)
             assert doc["deleverage"]["cooldown"] == 7.5 and "max_drawdown" not in doc["limits"]
             assert "# seconds between automatic rounds" in text  # the comments are kept
             assert text.count("\n") >= original.count("\n") - 2
             cfg = (await risk.get("/config")).json()
-            assert cfg["file_differs"] is True and cfg["config"]["deleverage"]["cooldown"] == 5.0  # at next start
+            assert cfg["file_differs"] is False and cfg["config"]["deleverage"]["cooldown"] == 7.5  # applied now
+            assert g.config.deleverage.cooldown == 7.5
+
+            r = await risk.put("/config", json={"simulator": {"seed": 99}})  # written; the book needs a restart
+            assert r.status_code == 200 and r.json()["needs_restart"] == ["simulator"], r.text
+            assert (await risk.get("/config")).json()["file_differs"] is True
 
             r = await risk.put("/alerts", json={"channels": []})
             if "alerts" in type(g.config).model_fields:  # the notifier's section has landed
