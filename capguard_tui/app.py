@@ -23,13 +23,14 @@ from textual.app import App, SystemCommand
 from textual.binding import BindingType
 from textual.screen import ModalScreen, Screen
 
-from capguard_tui import keys
+from capguard_tui import fmt, keys
 from capguard_tui.screens.account_actions import AccountActions
 from capguard_tui.screens.detail import AccountDetailScreen
 from capguard_tui.screens.help import HelpScreen, help_text
 from capguard_tui.screens.insight import AnalyticsScreen, HeatmapScreen
 from capguard_tui.screens.lists import AlertsScreen, HistoryScreen
 from capguard_tui.screens.overview import OverviewScreen
+from capguard_tui.screens.stress import StressScreen
 from capguard_tui.state import Alert, ConsoleState
 from capguard_tui.theming import RISK_DEFAULTS, load_themes, stylesheet
 from engine.operators import Operator
@@ -236,6 +237,24 @@ class CapguardApp(App[int]):
         if result.ok:
             alert.acknowledged_by = alert.acknowledged_by or self.operator.name
 
+    async def ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One GuardView risk-analytics call (book_risk, stress, scenario_grid, what_if).
+
+        The embedded guard answers on its own loop: its book is written by that loop and is
+        not safe to read from a thread. A remote view's blocking HTTP call runs in a thread,
+        so a slow link never freezes the console."""
+        call = getattr(self.view, method)
+        if self.guard is not None and self.view is self.guard:
+            return call(*args, **kwargs)
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    def view_error(self, what: str, exc: BaseException) -> str:
+        """A view's refusal or failure as one line, notified (never raised into the app)."""
+        message = fmt.error_text(exc)
+        log.info("%s: %s", what, message)
+        self.notify(message, title=what, severity="error", timeout=8)
+        return message
+
     def open_account(self, account_id: str) -> None:
         if self.current_mode != "overview":
             self.switch_mode("overview")
@@ -251,6 +270,11 @@ class CapguardApp(App[int]):
     def action_help(self) -> None:
         text = help_text(self.operator.role, self.operator.name, self.readonly, self.keymap_overrides)
         self.push_screen(HelpScreen(text))
+
+    def action_stress(self) -> None:
+        if isinstance(self.screen, ModalScreen):  # not over another dialog
+            return
+        self.push_screen(StressScreen())
 
     def action_pause_feed(self) -> None:
         guard = self.guard

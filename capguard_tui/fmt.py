@@ -102,6 +102,13 @@ def iso_hms(iso: str | None) -> str:
     return iso[11:19] if len(iso) >= 19 else iso
 
 
+def error_text(exc: BaseException) -> str:
+    """An engine refusal in its own words (a KeyError without the quotes str() adds)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
 def level_word(code: Any) -> str:
     try:
         return LEVEL_WORDS[int(code)]

@@ -44,7 +44,11 @@ REGISTRY: tuple[KeyAction, ...] = (
     KeyAction(
         "show_heatmap", "4", "switch('heatmap')", "Risk heatmap: desks or strategies vs levels", "app", show=False
     ),
-    KeyAction("show_analytics", "5", "switch('analytics')", "Analytics: actions, recovery, cost", "app", show=False),
+    KeyAction(
+        "show_analytics", "5", "switch('analytics')", "Analytics: book VaR/ES, scenarios, actions", "app", show=False
+    ),
+    # stress, scenario_grid and what_if only look (nothing is sent): every role, --readonly too.
+    KeyAction("stress", "x", "stress", "Stress test: a configured or ad-hoc scenario", "app", show=False),
     KeyAction("back", "escape", "back", "Back", "screen", show=False),
     KeyAction("open", "enter", "open", "Open the selected account", "overview", label="open"),
     KeyAction(
@@ -94,6 +98,8 @@ REGISTRY: tuple[KeyAction, ...] = (
         True,
         label="breaker",
     ),
+    KeyAction("scenario_grid", "g", "scenario_grid", "Scenario grid: price moves x vol shocks", "account", show=False),
+    KeyAction("what_if", "w", "what_if", "What-if: a hypothetical fill (sends nothing)", "account", show=False),
     KeyAction("cursor_up", "up,k", "cursor(-1)", "Previous row", "table", show=False),
     KeyAction("cursor_down", "down,j", "cursor(1)", "Next row", "table", show=False),
     KeyAction("page_up", "pageup", "page(-1)", "Page up", "table", show=False),

@@ -60,6 +60,7 @@ class ConsoleState:
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=ALERT_CAP))  # newest first
     _alerts_by_key: dict[str, Alert] = field(default_factory=dict)
     changed: int = 0  # bumped when the log or the alerts change (panels redraw only then)
+    book_risk: dict[str, Any] | None = None  # the latest GuardView.book_risk() answer
 
     def load_journal(self, records: list[dict[str, Any]]) -> None:
         """Seed from the journal (newest first): past alerts and the recent action log."""

@@ -19,6 +19,7 @@ from capguard_tui.screens.forms import (
     held_text,
     threshold_values,
 )
+from capguard_tui.screens.lookahead import ScenarioGridScreen, WhatIfScreen
 from capguard_tui.screens.orders import DeleverageScreen, LiquidateScreen
 
 if TYPE_CHECKING:
@@ -114,6 +115,21 @@ class AccountActions:
             return
         summary = self.capguard.state.snapshot.summary if self.capguard.state.snapshot else {}
         self.capguard.push_screen(BreakerScreen(bool(summary.get("circuit_breaker"))))
+
+    def action_scenario_grid(self) -> None:
+        if (t := self._target("scenario_grid")) is None:
+            return
+        self.capguard.push_screen(ScenarioGridScreen(t[0]))
+
+    def action_what_if(self) -> None:
+        if (t := self._target("what_if")) is None:
+            return
+        try:  # the account's positions, to offer its symbols and default to the reducing side
+            positions = self.capguard.view.account_detail(t[0]).get("positions") or []
+        except Exception as exc:
+            self.capguard.view_error("what-if", exc)
+            return
+        self.capguard.push_screen(WhatIfScreen(t[0], positions))
 
     async def action_acknowledge(self) -> None:
         app = self.capguard

@@ -1,22 +1,26 @@
-"""Risk heatmap (desks or strategies against levels) and analytics of past actions (ratio
-before and after, duration, cost, and how long accounts took to recover), from the snapshot
-and the journal."""
+"""Risk heatmap (desks or strategies against levels) and analytics: the book's VaR/ES and
+named stress scenarios (GuardView.book_risk, fetched every few seconds in a worker), and past
+actions (ratio before and after, duration, cost, and how long accounts took to recover) from
+the journal."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any, ClassVar
 
 import numpy as np
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from capguard_tui import fmt, keys
 from capguard_tui.state import ConsoleState
+from capguard_tui.widgets import risk
 from capguard_tui.widgets.panels import RISK_VARS
 
 
@@ -133,8 +137,68 @@ def recoveries(records: list[dict[str, Any]]) -> list[tuple[str, str, float | No
 
 class AnalyticsScreen(InsightScreen):
     LIMIT = 2000
+    BOOK_RISK_SECONDS = 5.0  # book_risk re-values the whole book (Monte Carlo included): not at 4 Hz
+    SCOPED_CSS = False  # the rules below name this screen themselves (for its -narrow class)
+    CSS = """
+    AnalyticsScreen #analytics-title { margin-bottom: 1; background: $panel; }
+    AnalyticsScreen #book-risk { height: auto; margin-bottom: 1; }
+    AnalyticsScreen #book-var { width: 48; height: auto; }
+    AnalyticsScreen #book-scenarios { width: 1fr; height: auto; }
+    AnalyticsScreen.-narrow #book-risk { layout: vertical; }
+    AnalyticsScreen.-narrow #book-var { width: 1fr; margin-bottom: 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(
+                "[b]Analytics[/]  book risk, scenarios, past actions   [dim]x stress test  Esc back[/]",
+                id="analytics-title",
+            )
+            with Horizontal(id="book-risk"):
+                yield Static(risk.value_at_risk(None), id="book-var")
+                yield Static(risk.scenarios(None, 80), id="book-scenarios")
+            yield Static("", id="insight")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._book_risk_due = 0.0  # monotonic time of the next fetch (set when one finishes)
+        self._book_risk_busy = False
+        self._book_risk_error: str | None = None
+        super().on_mount()
 
     def refresh_data(self, state: ConsoleState) -> None:
+        if not self._book_risk_busy and time.monotonic() >= self._book_risk_due:
+            self._book_risk_busy = True
+            self.fetch_book_risk()
+        self._draw_journal(state)
+
+    @work(exclusive=True, group="book-risk")
+    async def fetch_book_risk(self) -> None:
+        app = self.app
+        try:
+            app.state.book_risk = await app.ask("book_risk")  # type: ignore[attr-defined]
+            self._book_risk_error = None
+        except Exception as exc:  # shown in the section; notified once per distinct message
+            if fmt.error_text(exc) != self._book_risk_error:
+                app.view_error("book risk", exc)  # type: ignore[attr-defined]
+            self._book_risk_error = fmt.error_text(exc)
+        finally:
+            # The next fetch is due a while after this one finished: they never pile up.
+            self._book_risk_busy = False
+            self._book_risk_due = time.monotonic() + self.BOOK_RISK_SECONDS
+        self.draw_book_risk()
+
+    def draw_book_risk(self) -> None:
+        figures = self.app.state.book_risk  # type: ignore[attr-defined]
+        self.query_one("#book-var", Static).update(risk.value_at_risk(figures, self._book_risk_error))
+        width = self.query_one("#book-scenarios").size.width
+        self.query_one("#book-scenarios", Static).update(risk.scenarios(figures, max(width, 60)))
+
+    def on_resize(self) -> None:
+        if self.app.state.book_risk is not None:  # type: ignore[attr-defined]
+            self.call_after_refresh(self.draw_book_risk)
+
+    def _draw_journal(self, state: ConsoleState) -> None:
         if getattr(self, "_drawn", None) == state.changed:
             return
         self._drawn = state.changed
@@ -145,9 +209,7 @@ class AnalyticsScreen(InsightScreen):
             return
         rows = action_rows(records)
         lines = [
-            f"[b]Analytics[/]  from the last {len(records)} journal records   [dim]Esc back[/]",
-            "",
-            f"[b]Actions[/] ({len(rows)} finished)",
+            f"[b]Actions[/] ({len(rows)} finished, from the last {len(records)} journal records)",
             f"[dim]{'time':<8} {'account':<17} {'kind':<10} {'ratio before':>12} {'after':>8} {'took':>7} "
             f"{'cost':>10}  by / why[/]",
         ]
