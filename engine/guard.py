@@ -153,7 +153,11 @@ class Guard:
         for source in sources.accounts:
             await source.refresh()
         accounts = [a for s in sources.accounts if s.snapshot for a in s.snapshot.accounts]
-        return cls(config, clock=clock, sources=sources, accounts=accounts or None, **kw)
+        if not sources.accounts:  # live prices only: the demo accounts, valued at real marks
+            return cls(config, clock=clock, sources=sources, accounts=accounts or None, **kw)
+        # Real accounts only, never demo ones: a source whose first poll failed starts empty
+        # and its accounts join the book when it answers (Guard.sync_accounts).
+        return cls(config, clock=clock, sources=sources, accounts=accounts, **kw)
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -576,11 +580,18 @@ class Guard:
         book = self.book
         inst = self.gate.instrument_state(now, book.mark, book.mark_time)
         state = account_state(inst, book.pos_instrument, book._seg_starts, book._nonempty, book.n_accounts)
-        for source in self.sources.accounts if self.sources is not None else ():
-            # Positions and balances from a source that stopped answering are not trusted either.
-            if source.data_state(now) != DataState.OK and source.snapshot is not None:
+        if self.sources is not None and self.sources.accounts:
+            listed = np.zeros(book.n_accounts, dtype=bool)
+            for source in self.sources.accounts:
+                if source.snapshot is None:
+                    continue
                 ids = [book.account_index[a.id] for a in source.snapshot.accounts if a.id in book.account_index]
-                state[ids] = np.maximum(state[ids], DataState.STALE)
+                listed[ids] = True
+                # Positions and balances from a source that stopped answering are not trusted either.
+                if source.data_state(now) != DataState.OK:
+                    state[ids] = np.maximum(state[ids], DataState.STALE)
+            # An account no source lists any more keeps its last figures, which nothing confirms.
+            state[~listed] = np.maximum(state[~listed], DataState.STALE)
         changed = np.flatnonzero(state != self.ladder.data_state)
         self.ladder.data_state[:] = state
         for a in changed.tolist():

@@ -21,6 +21,7 @@ from engine.clock import SimClock
 from engine.connectors.base import SourcesConfig
 from engine.connectors.ticks import tick
 from engine.guard import Guard
+from engine.ladder import DataState
 from engine.levels import Level
 from engine.model import Account
 from engine.sim.broker import SimBrokerParams
@@ -233,6 +234,9 @@ async def test_an_account_missing_from_a_later_snapshot_is_kept_and_journaled_on
         assert await live.poll()
         missing = [r for r in g.journal.records(kind="system") if r.get("event") == "account_missing"]
         assert [r["account"] for r in missing] == ["acct-02"]
+        # Its last figures are kept but nothing confirms them: no automatic action on them.
+        g.evaluate(g.clock.now())
+        assert g.ladder.data_state.tolist() == [DataState.OK, DataState.STALE]
 
 
 # ---------------------------------------------------------------------------- deferral

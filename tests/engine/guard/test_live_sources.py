@@ -51,3 +51,26 @@ async def test_a_guard_on_live_sources_values_real_accounts_and_freezes_when_mar
         finally:
             await g.stop(grace=1.0)
             await ws.stop()
+
+
+async def test_an_account_service_down_at_start_gives_an_empty_book_then_its_accounts(tmp_path):
+    up = False
+
+    def answer(req):
+        return Response(200, PAYLOAD) if up else Response(503, {"error": "maintenance"})
+
+    async with HttpServer(answer) as http:
+        sources = SourcesConfig.model_validate(
+            {"rest_accounts": {"url": f"{http.url}/accounts", "retries": 0, "timeout": 1.0, "interval": 0.05}}
+        )
+        cfg = config().model_copy(update={"sources": sources})
+        clock = SimClock(start=T0, paused=True)
+        g = await Guard.connect(cfg, clock=clock, journal_path=tmp_path / "j.sqlite3")
+        try:
+            assert g.book.n_accounts == 0  # never the demo accounts next to real ones
+            up = True
+            assert await wait_until(lambda: g.sources.accounts[0].snapshot is not None)
+            g.evaluate(clock.now())
+            assert [i.id for i in g.book.info] == ["acct-01", "acct-02"]
+        finally:
+            await g.stop(grace=1.0)
