@@ -153,7 +153,8 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
         "margin_ratio": _num(book.ratio[a]),
         "utilization": _num(im / equity) if equity > 0 else None,
         "leverage": _num(book.acct_notional[a] / equity) if equity > 0 else None,
-        "drawdown": dd,
+        "drawdown": dd,  # current, from the equity peak since the guard started
+        "max_drawdown": float(g.max_drawdown[a]),  # the worst since then
         "level": LEVEL_NAMES[lad.level[a]],
         "ratio_level": LEVEL_NAMES[book.level[a]] if book.level[a] >= 0 else None,
         "data_state": DataState(int(lad.data_state[a])).name,

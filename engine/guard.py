@@ -119,6 +119,7 @@ class Guard:
         self._slope_ratio, self._slope_time = self.book.ratio.copy(), self.start_time
         self.version = 0
         self.equity_peak = self.book.equity.copy()
+        self.max_drawdown = np.zeros(self.book.n_accounts)  # worst drawdown from the peak since start
         self.history: list[deque[tuple[float, float]]] = [deque(maxlen=HISTORY_POINTS) for _ in self.book.info]
         self._last_sample = np.full(self.book.n_accounts, -np.inf)
         self._inst_vol = np.zeros(len(instruments))
@@ -341,6 +342,7 @@ class Guard:
             self.refresh_thresholds(now)
         self._update_data_state(now)
         self.equity_peak = np.maximum(self.equity_peak, book.equity)
+        np.maximum(self.max_drawdown, dyn.drawdown(book.equity, self.equity_peak), out=self.max_drawdown)
         transitions = self.ladder.step(now, book.ratio, book.level, book.warning, book.critical, book.liquidation)
         for t in transitions:
             self.protection.on_transition(t, now)
@@ -489,6 +491,7 @@ class Guard:
         self._slope = np.concatenate([self._slope, np.full(extra, np.nan)])
         self._slope_ratio = np.concatenate([self._slope_ratio, book.ratio[old_n:]])
         self.equity_peak = np.concatenate([self.equity_peak, book.equity[old_n:]])
+        self.max_drawdown = np.concatenate([self.max_drawdown, np.zeros(book.n_accounts - old_n)])
         self._last_sample = np.concatenate([self._last_sample, np.full(extra, -np.inf)])
         self.refresh_thresholds(now)
         return sync

@@ -36,7 +36,9 @@ def header(d: dict[str, Any]) -> str:
             f"[dim]uPnL[/] {fmt.money(d.get('unrealized_pnl'))}  [dim]IM[/] {fmt.money(d.get('initial_margin'))}  "
             f"[dim]MM[/] {fmt.money(d.get('maintenance_margin'))}  [dim]free[/] {fmt.money(d.get('free_margin'))}",
             f"[dim]util[/] {fmt.pct(d.get('utilization'))}  [dim]leverage[/] {fmt.times(d.get('leverage'))}  "
-            f"[dim]drawdown[/] {fmt.pct(d.get('drawdown'), 1)}  [dim]as of[/] {fmt.iso_hms(d.get('time'))}",
+            f"[dim]drawdown[/] {fmt.pct(d.get('drawdown'), 1)} "
+            f"[dim](max[/] {fmt.pct(d.get('max_drawdown'), 1)}[dim])[/]  "
+            f"[dim]as of[/] {fmt.iso_hms(d.get('time'))}",
         ]
     )
 
