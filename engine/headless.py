@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.clock import iso
 from engine.config import ConfigError, ConfigWriter, LoadedConfig, load_config
+from engine.jsonsafe import clean
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +29,7 @@ class JsonFormatter(logging.Formatter):
             line["message"] = record.getMessage()
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return json.dumps(clean(line), default=str, allow_nan=False)  # Infinity is not JSON
 
 
 def setup_logging() -> logging.Logger:

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.clock import iso
+from engine.jsonsafe import clean
 from engine.ladder import DataState, TradingState
 from engine.levels import LEVEL_NAMES
 from engine.view import SNAPSHOT_COLUMNS, AccountsSnapshot
@@ -68,21 +68,6 @@ ACTION_TYPES = frozenset({"action", "transition", "data"})
 
 def dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.ndarray):
-        return clean(value.tolist())
-    return value
 
 
 # ---------------------------------------------------------------------------- column encoding

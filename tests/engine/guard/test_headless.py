@@ -102,3 +102,16 @@ def test_headless_crash_run_acts_journals_alerts_and_exits_cleanly_on_sigterm(tm
         env=env,
     )
     assert verify.returncode == 0 and "journal OK" in verify.stdout
+
+
+def test_json_logs_stay_json_with_infinite_and_unknown_numbers():
+    import json
+    import logging
+
+    from engine.headless import JsonFormatter
+
+    record = logging.LogRecord("capguard", logging.INFO, __file__, 1, "m", None, None)
+    record.event = {"event": "transition", "ratio": float("inf"), "spread": [float("nan"), 1.5]}
+    line = JsonFormatter().format(record)
+    assert "Infinity" not in line and "NaN" not in line
+    assert json.loads(line)["ratio"] is None and json.loads(line)["spread"] == [None, 1.5]
