@@ -67,6 +67,12 @@ class ScenarioGridScreen(ModalScreen[None]):
             self.query_one("#message", Static).update(escape(message))
             return
         self.query_one("#grid", Static).update(risk.grid(self.grid, self.app.size.width >= WIDE))
+        ratios = self.grid.get("ratio") or []
+        if ratios and len(ratios[0]) > 1 and all(len(set(map(str, row))) == 1 for row in ratios):
+            self.query_one("#message", Static).update(
+                "[dim]Columns agree: volatility moves no PnL on linear contracts; it moves the ratio "
+                "only with the [risk.maintenance] volatility add-on.[/]"
+            )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

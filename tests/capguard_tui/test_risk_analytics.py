@@ -130,6 +130,9 @@ async def test_the_grid_shows_the_current_ratio_with_no_move_and_no_shock(guard,
         shown = zero[2::2] if size[0] >= WIDE else zero[1:]  # wide: PnL then ratio per cell
         assert shown[col] == fmt.ratio(current)
         assert fmt.ratio(grid["ratio"][row][col]) == fmt.ratio(current)
+        # No volatility add-on in the demo: the columns agree, and the dialog says why.
+        assert all(len(set(r)) == 1 for r in grid["ratio"])
+        assert "Columns agree" in " ".join(line.strip("│ ") for line in screen_text(app).splitlines())
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, AccountDetailScreen)
