@@ -226,6 +226,12 @@ class AccountView:
         self.mm_total = float(book.acct_mm[account])
         self.ratio_now = float(book.ratio[account])
         self.n = pos.size
+        # The guard's ratio divides by MM + its add-ons ([risk.maintenance], cross accounts): a
+        # plan aims at that ratio, taking the add-ons to shrink in proportion to the MM (exact for
+        # the volatility add-on; the impact add-on shrinks faster, so this errs on the safe side).
+        addon = float(book.acct_mm_addon[account]) if book._mm_addon_on and not self.isolated else 0.0
+        self.mm_scale = 1.0 + addon / self.mm_total if addon > 0 and self.mm_total > 0 else 1.0
+        self.mm_total *= self.mm_scale  # plans report the MM the guard's ratio uses, before and after
 
     # ------------------------------------------------------------------ projections
     def brackets_after(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +254,7 @@ class AccountView:
             cost = float(slip.sum() + fee.sum())
         equity = self.equity - cost
         mm, _ = self.brackets_after(r)
-        mm_total = float(mm.sum())
+        mm_total = float(mm.sum()) * self.mm_scale
         if self.isolated:
             left = np.where(self.size > 0, np.maximum(self.size - r, 0.0) / np.where(self.size > 0, self.size, 1), 0.0)
             own = (self.iso_margin + self.upnl) * left

@@ -330,3 +330,24 @@ def _tiny():
     inst = Instrument(symbol="X", brackets=[{"floor": 0.0, "mmr": 0.01, "max_leverage": 50.0}])
     acct = Account(id="a", wallet_balance=1_000.0, positions=[Position(symbol="X", qty=1.0, entry_price=100.0)])
     return [inst], [acct], {"X": 100.0}
+
+
+def test_a_deleverage_plan_aims_at_the_guards_ratio_with_its_addons(tmp_path):
+    """Stressed regime, MM x 1.5: 10,000 / 7,050 = 1.418. A plan to 2.0 must reach 2.0 on the
+    guard's ratio (venue MM after x 1.5), not on the venue's (which would stop at 1.333 for the guard)."""
+    from engine.actions.deleverage import plan_deleverage
+
+    adj = VolatilityAdjustment(
+        elevated_above=0.3, stressed_above=0.5, elevated_multiplier=1.25, stressed_multiplier=1.5
+    )
+    g = guard_with(tmp_path, RiskConfig(maintenance=MaintenanceAddonsConfig(volatility=adj)), [one_btc()])
+    plan = plan_deleverage(g.book, 0, target_ratio=2.0, strategy="proportional", method="market")
+    assert plan.maintenance_margin == pytest.approx(VENUE_MM * 1.5) and plan.ratio == pytest.approx(10_000 / 7_050)
+    left = (QTY - sum(o.qty for o in plan.orders)) * MARK  # notional left
+
+    def btc_mm(n: float) -> float:  # BTCUSDT's brackets in config.toml, by hand
+        return n * 0.005 - 50 if n < 250_000 else n * 0.01 - 1_300
+
+    assert plan.projected_maintenance_margin == pytest.approx(1.5 * btc_mm(left))
+    assert plan.projected_ratio >= 2.0 * (1 - 1e-6)
+    assert plan.projected_equity / (1.5 * btc_mm(left)) == pytest.approx(plan.projected_ratio)
