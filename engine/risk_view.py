@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import ValidationError
 
-from engine.analytics.barrier import liquidation_touch_probability
+from engine.analytics.barrier import account_touch_probability
 from engine.analytics.history import project_ratio
 from engine.analytics.inputs import (
     DAYS_PER_YEAR,
@@ -216,8 +216,8 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
         r = float(_revalue(g, s, only)[1].ratio[0])
         if np.isfinite(r) and (worst is None or r < worst):
             worst, scenario = r, s.name
-    touch_venue = liquidation_touch_probability(book, vol, horizon, "venue")[1][a]
-    touch_liq = liquidation_touch_probability(book, vol, horizon, "liquidation")[1][a]
+    touch_venue = account_touch_probability(book, a, vol, horizon, "venue")  # this account's positions only
+    touch_liq = account_touch_probability(book, a, vol, horizon, "liquidation")
     history = list(g.history[a])[-60:]
     heading: dict[str, float | None] = {}
     if len(history) >= 3:

@@ -62,31 +62,35 @@ def touch_probability(
     return np.where(np.isnan(sig) & ~np.isnan(bar), np.nan, p)
 
 
-def threshold_prices(book: Book, ratio: np.ndarray | float) -> np.ndarray:
+def threshold_prices(book: Book, ratio: np.ndarray | float, positions: np.ndarray | None = None) -> np.ndarray:
     """Mark price per position at which its account's ratio falls to `ratio` (per account or one
-    number), the other positions held at their marks; NaN where none exists.
+    number), the other positions held at their marks; NaN where none exists. With `positions`,
+    only those are solved, in that order (e.g. one account's, for its detail).
 
     Equity = ratio * MM is equity = MM with every bracket's rate and amount scaled by the ratio,
     so this is engine.margin.liquidation_prices on a scaled bracket table (ratio 1: the
     liquidation price). The search needs ratio * mmr < 1 in every tier.
     """
     target = np.broadcast_to(np.asarray(ratio, dtype=np.float64), (book.n_accounts,))
-    other_upnl = book.acct_upnl[book.pos_account] - book.unrealized_pnl
-    collateral = book.wallet[book.pos_account].copy()
-    out = np.full(book.pos_qty.size, np.nan)
-    iso = book.isolated[book.pos_account]
-    collateral[iso] = book.pos_isolated_margin[iso]
+    pos = np.arange(book.pos_qty.size) if positions is None else np.asarray(positions, dtype=np.int64)
+    acct = book.pos_account[pos]
+    other_upnl = book.acct_upnl[acct] - book.unrealized_pnl[pos]
+    collateral = book.wallet[acct].copy()
+    out = np.full(pos.size, np.nan)
+    iso = book.isolated[acct]
+    collateral[iso] = book.pos_isolated_margin[pos[iso]]
     other_upnl[iso] = 0.0
-    pos_target = target[book.pos_account]
+    pos_target = target[acct]
     for theta in np.unique(pos_target[np.isfinite(pos_target)]):  # one scaled table per distinct ratio
         sel = np.flatnonzero(pos_target == theta)
+        p = pos[sel]
         table = dataclasses.replace(book.table, mmr=book.table.mmr * theta, cum=book.table.cum * theta)
-        other_mm = np.where(iso[sel], 0.0, theta * (book.acct_mm[book.pos_account[sel]] - book.maintenance_margin[sel]))
+        other_mm = np.where(iso[sel], 0.0, theta * (book.acct_mm[acct[sel]] - book.maintenance_margin[p]))
         out[sel] = margin.liquidation_prices(
-            book.pos_qty[sel],
-            book.pos_entry[sel],
-            book.contract_size[book.pos_instrument[sel]],
-            book.pos_bracket[sel],
+            book.pos_qty[p],
+            book.pos_entry[p],
+            book.contract_size[book.pos_instrument[p]],
+            book.pos_bracket[p],
             collateral[sel],
             other_mm,
             other_upnl[sel],
@@ -123,3 +127,25 @@ def liquidation_touch_probability(
     if nonempty.size:
         per_account[nonempty] = np.maximum.reduceat(p, book.acct_pos_start[nonempty])  # NaN propagates
     return p, per_account
+
+
+def account_touch_probability(
+    book: Book, account: int, daily_vol: np.ndarray, horizon_days: float, threshold: str = "venue", drift: float = 0.0
+) -> float:
+    """liquidation_touch_probability's per-account figure for one account, solving only its
+    positions (what a detail view needs; equal to the whole-book figure, a test holds them)."""
+    pos = book.account_positions(account)
+    if pos.size == 0:
+        return 0.0
+    if threshold == "venue":
+        prices = book.liquidation_prices(pos)
+    elif threshold == "liquidation":
+        prices = threshold_prices(book, book.liquidation, pos)
+    else:
+        raise ValueError(f"threshold must be 'venue' or 'liquidation', got {threshold!r}")
+    inst = book.pos_instrument[pos]
+    vol = np.asarray(daily_vol, dtype=np.float64)[inst]
+    direction = -np.sign(book.pos_qty[pos])  # contract sizes are positive
+    p = touch_probability(book.mark[inst], prices, vol, horizon_days, drift, direction)
+    p = np.where(book.pos_qty[pos] == 0, 0.0, p)
+    return float(np.max(p))  # NaN propagates, as in the whole-book figure

@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from engine.analytics.barrier import liquidation_touch_probability, threshold_prices, touch_probability
+from engine.analytics.barrier import (
+    account_touch_probability,
+    liquidation_touch_probability,
+    threshold_prices,
+    touch_probability,
+)
 from engine.analytics.revalue import value_at_marks
 from engine.levels import Thresholds
 from tests.engine.analytics.support import book, flat, tiered
@@ -106,3 +111,15 @@ def test_liquidation_probabilities_per_position_and_account():
     thr_pos, thr = liquidation_touch_probability(b, vol, 3.0, threshold="liquidation")
     assert np.all(thr_pos >= venue_pos - 1e-15) and np.all(thr >= venue - 1e-15)
     assert np.all((venue >= 0) & (venue <= 1))
+
+
+@pytest.mark.parametrize("threshold", ["venue", "liquidation"])
+def test_one_accounts_touch_probability_equals_the_whole_book_figure(threshold):
+    b = demo_book()
+    vol = np.array([0.03, 0.05])
+    _, per_account = liquidation_touch_probability(b, vol, 2.0, threshold)
+    for a in range(b.n_accounts):
+        assert account_touch_probability(b, a, vol, 2.0, threshold) == pytest.approx(per_account[a], rel=1e-12)
+    for theta in (1.2, 2.5):  # and the threshold prices of a subset are those of the whole book
+        some = np.array([2, 0])
+        assert threshold_prices(b, theta, some) == pytest.approx(threshold_prices(b, theta)[some], rel=1e-12)
