@@ -175,6 +175,7 @@ class AnalyticsScreen(InsightScreen):
     @work(exclusive=True, group="book-risk")
     async def fetch_book_risk(self) -> None:
         app = self.app
+        started = time.monotonic()
         try:
             app.state.book_risk = await app.ask("book_risk")  # type: ignore[attr-defined]
             self._book_risk_error = None
@@ -184,8 +185,11 @@ class AnalyticsScreen(InsightScreen):
             self._book_risk_error = fmt.error_text(exc)
         finally:
             # The next fetch is due a while after this one finished: they never pile up.
+            # On a large book the figures take long to compute (on the guard's own loop when
+            # embedded): wait at least 50 times as long as they took, so they stay under 2% of it.
+            took = time.monotonic() - started
             self._book_risk_busy = False
-            self._book_risk_due = time.monotonic() + self.BOOK_RISK_SECONDS
+            self._book_risk_due = time.monotonic() + max(self.BOOK_RISK_SECONDS, 50.0 * took)
         self.draw_book_risk()
 
     def draw_book_risk(self) -> None:
