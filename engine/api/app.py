@@ -33,6 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import engine
+from engine.analytics.history import downsample
 from engine.api.channels import (
     ACTION_TYPES,
     ALERT_TYPES,
@@ -638,6 +639,10 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
         since: Annotated[str | None, Query(description="ISO-8601 or a duration before now (15m, 2h)")] = None,
         until: Annotated[str | None, Query(description="ISO-8601 or a duration before now")] = None,
         limit: Annotated[int, Query(ge=1, le=100_000, description="latest points and transitions kept")] = 720,
+        points: Annotated[
+            int | None,
+            Query(ge=1, le=10_000, description="downsample to at most this many time buckets (last, low, high)"),
+        ] = None,
     ) -> Response:
         a = account(st, account_id)
         t0, t1 = _time(st, "since", since), _time(st, "until", until)
@@ -645,13 +650,15 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
         transitions = st.guard.journal.records(
             account=account_id, kind="transition", since=t0, until=t1, limit=limit, newest_first=True
         )
-        return Json(
-            {
-                "id": account_id,
-                "points": [{"ts": iso(t), "margin_ratio": _f(r)} for t, r in pts],
-                "transitions": list(reversed(transitions)),
-            }
-        )
+        if points is None:
+            series = [{"ts": iso(t), "margin_ratio": _f(r)} for t, r in pts]
+        else:  # each bucket keeps its low and high, so a dip between kept samples is never lost
+            d = downsample(np.array([t for t, _ in pts]), np.array([r for _, r in pts]), points)
+            series = [
+                {"ts": iso(t), "margin_ratio": _f(v), "low": _f(lo), "high": _f(hi)}
+                for t, v, lo, hi in zip(d.time.tolist(), d.last.tolist(), d.low.tolist(), d.high.tolist(), strict=True)
+            ]
+        return Json({"id": account_id, "points": series, "transitions": list(reversed(transitions))})
 
     @r.get("/journal", summary="Journal records (the same filters as `capguard journal`)")
     async def journal(

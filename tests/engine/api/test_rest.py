@@ -3,6 +3,8 @@ bad input named, unknown accounts, and the journal's record of who did what from
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from engine.levels import Level
@@ -74,6 +76,15 @@ async def test_every_read_endpoint_answers(tmp_path):
             assert hist["points"] and all(p["margin_ratio"] is not None for p in hist["points"])
             few = (await c.get(f"/history/{acct}", params={"limit": 2, "since": "1h"})).json()
             assert len(few["points"]) == 2 and few["points"] == hist["points"][-2:]
+            # Downsampled: 2 buckets, each the last value with its low and high (on the longest history:
+            # accounts at WARNING or worse are sampled every second).
+            finite = [a for a in range(g.book.n_accounts) if all(math.isfinite(r) for _, r in g.history[a])]
+            longest = g.book.info[max(finite, key=lambda a: len(g.history[a]))].id
+            ratios = [p["margin_ratio"] for p in (await c.get(f"/history/{longest}")).json()["points"]]
+            assert len(ratios) >= 4
+            two = (await c.get(f"/history/{longest}", params={"points": 2})).json()["points"]
+            assert len(two) == 2 and two[-1]["margin_ratio"] == ratios[-1]
+            assert min(p["low"] for p in two) == min(ratios) and max(p["high"] for p in two) == max(ratios)
 
             journal = (await c.get("/journal", params={"kind": "system", "limit": 5})).json()
             assert journal["records"][0]["event"] == "guard_start"
