@@ -210,6 +210,12 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
     exposure = exposure_matrix(np.zeros(pos.size, dtype=np.int64), book.pos_instrument[pos], signed, 1, vol.size)
     cov = covariance(vol, correlation_from_groups(book.instruments))  # a held instrument without one: null
     var = parametric_var(exposure, cov, confidence, horizon)
+    mc = monte_carlo_var(exposure, cov, confidence, horizon, cfg.mc_paths, cfg.seed, cfg.distribution)
+    returns, dt = tick_returns(g)  # as the book figure: tick returns scaled to a day (method_notes there)
+    hist_var = hist_es = None
+    if returns.shape[0] >= historical_min_returns(confidence):
+        hist = historical_var(exposure, returns * math.sqrt(SECONDS_PER_DAY / dt), confidence, horizon)
+        hist_var, hist_es = _num(hist.var[0]), _num(hist.es[0])
     worst, scenario = None, None
     only = np.array([a])
     for s in cfg.scenarios:  # only this account's positions are re-valued
@@ -235,6 +241,10 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
         "horizon_days": horizon,
         "var_parametric": _num(var.var[0]),
         "es_parametric": _num(var.es[0]),
+        "var_monte_carlo": _num(mc.var[0]),
+        "es_monte_carlo": _num(mc.es[0]),
+        "var_historical": hist_var,  # null until the price window holds enough returns
+        "es_historical": hist_es,
         "stress_worst_ratio": worst,
         "stress_worst_scenario": scenario,
         "touch_liquidation_price_prob": _num(touch_venue),

@@ -191,7 +191,9 @@ def risk(d: dict[str, Any]) -> str:
     conf = f"{(r.get('confidence') or 0) * 100:g}%"
     lines = [
         f"[b]Risk[/] [dim]({conf}, {r.get('horizon_days', 1):g} day)[/]",
-        f" VaR {fmt.money(r.get('var_parametric'))}  ES {fmt.money(r.get('es_parametric'))}",
+        f" VaR {fmt.money(r.get('var_parametric'))}  ES {fmt.money(r.get('es_parametric'))} [dim]parametric[/]"
+        f"  {fmt.money(r.get('var_monte_carlo'))} / {fmt.money(r.get('es_monte_carlo'))} [dim]MC[/]"
+        f"  {fmt.money(r.get('var_historical'))} / {fmt.money(r.get('es_historical'))} [dim]hist.[/]",
         f" worst stress ratio {fmt.ratio(r.get('stress_worst_ratio'))}"
         f" ({escape(str(r.get('stress_worst_scenario') or '-'))})",
         f" touch liq. price {fmt.pct(r.get('touch_liquidation_price_prob'))}"

@@ -250,6 +250,19 @@ def test_book_historical_var_from_the_price_window_scaled_to_a_day(tmp_path):
     assert (
         "100 returns" in out["method_notes"]["historical"] and "sqrt(86400 / 0.25)" in out["method_notes"]["historical"]
     )
+    # The account's own figures, from the same window: the one account is the book here.
+    risk = g.account_detail("solo")["risk"]
+    assert risk["var_historical"] == pytest.approx(e * 0.0049 * scale, rel=1e-9)
+    assert risk["es_historical"] == pytest.approx(e * (0.005 + 0.0049) / 2 * scale, rel=1e-9)
+
+
+def test_an_accounts_seeded_normal_monte_carlo_var_is_within_2pct_of_its_parametric_var(tmp_path):
+    g = small_guard(tmp_path)
+    for account in ("solo", "bear", "sol"):
+        risk = g.account_detail(account)["risk"]
+        assert risk["var_historical"] is None  # no price window yet: not computable, not zero
+        assert risk["var_monte_carlo"] == pytest.approx(risk["var_parametric"], rel=0.02)
+        assert risk["es_monte_carlo"] == pytest.approx(risk["es_parametric"], rel=0.03)
 
 
 def test_repeated_calls_at_one_version_do_not_recompute(tmp_path, monkeypatch):
