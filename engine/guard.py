@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class _SourceSync:
     ids: frozenset[str]
     pending: frozenset[str] = frozenset()
     refused: str | None = None
+    applied: dict[str, Account] = field(default_factory=dict)  # the record last applied, per account
 
 
 class Guard:
@@ -108,7 +109,9 @@ class Guard:
         self.protection = Protection(self)
         # Account snapshots taken so far, per account source (later ones reach the book in evaluate).
         self._account_sync: dict[int, _SourceSync] = {
-            k: _SourceSync(s.snapshot, frozenset(a.id for a in s.snapshot.accounts))
+            k: _SourceSync(
+                s.snapshot, frozenset(a.id for a in s.snapshot.accounts), applied={a.id: a for a in s.snapshot.accounts}
+            )
             for k, s in enumerate(sources.accounts if sources is not None else ())
             if s.snapshot is not None
         }
@@ -386,7 +389,11 @@ class Guard:
                 records = [a for a in snap.accounts if a.id in state.pending]
                 missing: list[str] = []
             else:
-                records = list(snap.accounts)
+                # A record equal to the one last applied changes nothing (a poll of an idle
+                # account): skipped, unless an action of ours ran since, when the venue's word,
+                # even unchanged, must replace what our fills booked.
+                last = state.applied if state is not None else {}
+                records = [a for a in snap.accounts if a.id in self._busy_seen or last.get(a.id) != a]
                 elsewhere = {
                     a.id
                     for j, other in enumerate(self.sources.accounts)
@@ -416,12 +423,16 @@ class Guard:
                         source=source.name,
                     )
                 # The accounts last applied stay the reference for `account_missing`.
-                self._account_sync[k] = _SourceSync(snap, state.ids if state else ids, refused=str(exc))
+                self._account_sync[k] = _SourceSync(
+                    snap, state.ids if state else ids, refused=str(exc), applied=state.applied if state else {}
+                )
                 continue
+            applied = dict(state.applied) if state is not None else {}
             for a in records:
                 if a.id not in pending:
                     self._busy_seen.pop(a.id, None)
-            self._account_sync[k] = _SourceSync(snap, ids, pending)
+                    applied[a.id] = a
+            self._account_sync[k] = _SourceSync(snap, ids, pending, applied=applied)
 
     def sync_accounts(
         self,

@@ -351,3 +351,26 @@ async def test_a_stale_source_snapshot_is_not_applied_until_the_source_is_ok(tmp
         assert g.book.wallet[0] == 250_000.0
         assert await live.poll()  # a 304 confirms it: OK again, and the snapshot is taken
         assert g.book.wallet[0] == 1_000.0
+
+
+async def test_only_records_that_changed_since_last_applied_reach_the_book(tmp_path, monkeypatch):
+    from engine.book import Book
+
+    seen: list[list[str]] = []
+    real = Book.update_accounts
+
+    def spy(self, accounts, *args, **kw):
+        accounts = list(accounts)
+        seen.append([a.id for a in accounts])
+        return real(self, accounts, *args, **kw)
+
+    monkeypatch.setattr(Book, "update_accounts", spy)
+    async with live_guard(tmp_path, ACCT_01, ACCT_02) as live:
+        g = live.g
+        live.serve(ACCT_01, ACCT_02)  # a new version, the same records: parsed anew, equal
+        assert await live.poll()
+        assert all(ids == [] for ids in seen)  # nothing to apply
+        live.serve(ACCT_01, {**ACCT_02, "wallet_balance": 40_000.0})
+        assert await live.poll()
+        assert [ids for ids in seen if ids] == [["acct-02"]]
+        assert g.book.wallet[g.book.account_index["acct-02"]] == 40_000.0
