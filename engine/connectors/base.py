@@ -81,10 +81,12 @@ def refuse(logger: logging.Logger, source: str, what: str, reason: str, **fields
     )
 
 
-def describe_errors(exc: ValidationError, limit: int = 3) -> str:
-    """A short reason from a pydantic error: `accounts[0].positions[1].qty: Input should be ...`."""
+def describe_errors(exc: ValidationError | list[Any], limit: int = 3) -> str:
+    """A short reason from a pydantic error (or its `errors()` list):
+    `accounts[0].positions[1].qty: Input should be ...`."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else exc
     parts = []
-    for err in exc.errors()[:limit]:
+    for err in errors[:limit]:
         where = ""
         for item in err["loc"]:
             where += f"[{item}]" if isinstance(item, int) else (f".{item}" if where else str(item))
@@ -92,7 +94,7 @@ def describe_errors(exc: ValidationError, limit: int = 3) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         parts.append(f"{where}: {msg}" if where else msg)
-    more = len(exc.errors()) - limit
+    more = len(errors) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from engine.connectors import RestAccountsConfig
+from engine.connectors.base import Refused
 from engine.connectors.rest_account import RestAccountSource
 from engine.ladder import DataState
 from tests.engine.connectors.support import HttpServer, Request, Response
@@ -170,3 +171,46 @@ async def test_polling_loop_runs_and_stops(insts, wall):
         assert n >= 3 and len(seen) == 1  # applied once, then 304s
         await asyncio.sleep(0.15)
         assert len(http.requests) == n  # stopped
+
+
+def big_payload(n: int) -> dict:
+    one = PAYLOAD["accounts"][0]
+    return {**PAYLOAD, "accounts": [{**copy.deepcopy(one), "id": f"big-{k:05d}"} for k in range(n)]}
+
+
+async def test_a_large_payload_is_validated_in_chunks_with_the_loop_let_in(insts, sim_clock):
+    import json
+
+    from engine.connectors.rest_account import PARSE_CHUNK
+
+    src = make("http://127.0.0.1:9/accounts", insts, sim_clock)
+    body = json.dumps(big_payload(4 * PARSE_CHUNK + 7)).encode()
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.get_running_loop().create_task(ticker())
+    await asyncio.sleep(0)
+    before = turns
+    accounts, as_of = await src.parse_async(body)
+    task.cancel()
+    assert turns - before >= 4  # the loop ran between the chunks
+    assert (accounts, as_of) == src.parse(body)  # the same result as in one go
+    assert len(accounts) == 4 * PARSE_CHUNK + 7
+
+    bad = big_payload(3 * PARSE_CHUNK)
+    bad["accounts"][1234]["positions"][0]["qty"] = "lots"
+    bad["accounts"][7]["wallet_balance"] = None
+    text = json.dumps(bad).encode()
+    with pytest.raises(Refused) as whole:
+        src.parse(text)
+    with pytest.raises(Refused) as chunked:
+        await src.parse_async(text)
+    assert str(chunked.value) == str(whole.value)  # refused whole, the same locations named
+    assert "accounts[1234].positions[0].qty" in str(chunked.value) and "accounts[7].wallet_balance" in str(
+        chunked.value
+    )
