@@ -200,6 +200,28 @@ def account_risk(g: Guard, a: int) -> dict[str, Any]:
     return copy.deepcopy(hit[1])
 
 
+FUNDING_INTERVAL_HOURS = 8.0  # Binance USD-M's usual funding interval
+
+
+def funding_per_hour(g: Guard, a: int) -> float | None:
+    """Funding the account pays per hour at the live feed's last funding rates (a long pays a
+    positive rate; negative: received), or None where no feed gives rates for what it holds.
+    The ratio history of the last minutes carries no funding payment (every 8 h), so the
+    projection subtracts this drain from the trend (engine.analytics.history.project_ratio)."""
+    rates = getattr(g.live_feed, "funding_rate", None)
+    book = g.book
+    pos = book.account_positions(a)
+    if rates is None or pos.size == 0:
+        return None
+    held = book.pos_instrument[pos]
+    rate = np.asarray(rates, dtype=np.float64)[held]
+    open_ = book.pos_qty[pos] != 0
+    if np.isnan(rate[open_]).any():
+        return None
+    units = book.pos_qty[pos] * book.contract_size[held]
+    return float(np.sum(np.where(open_, units * book.mark[held] * rate, 0.0)) / FUNDING_INTERVAL_HOURS)
+
+
 def _account_risk(g: Guard, a: int) -> dict[str, Any]:
     book = g.book
     cfg = g.config.risk
@@ -224,6 +246,7 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
             worst, scenario = r, s.name
     touch_venue = account_touch_probability(book, a, vol, horizon, "venue")  # this account's positions only
     touch_liq = account_touch_probability(book, a, vol, horizon, "liquidation")
+    funding = funding_per_hour(g, a)
     history = list(g.history[a])[-60:]
     heading: dict[str, float | None] = {}
     if len(history) >= 3:
@@ -234,7 +257,9 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
             "CRITICAL": book.critical[a : a + 1],
             "LIQUIDATION": book.liquidation[a : a + 1],
         }
-        projection = project_ratio(times, ratios, book.acct_mm[a : a + 1], thresholds=thresholds)
+        projection = project_ratio(
+            times, ratios, book.acct_mm[a : a + 1], funding_per_hour=funding or 0.0, thresholds=thresholds
+        )
         heading = projection.hours_to_threshold(0)
     return {
         "confidence": confidence,
@@ -250,6 +275,7 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
         "touch_liquidation_price_prob": _num(touch_venue),
         "touch_liquidation_threshold_prob": _num(touch_liq),
         "hours_to": heading,
+        "funding_per_hour": funding,  # paid (negative: received) at the feed's last funding rates
     }
 
 

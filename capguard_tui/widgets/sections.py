@@ -202,6 +202,8 @@ def risk(d: dict[str, Any]) -> str:
     heading = {k: v for k, v in (r.get("hours_to") or {}).items() if v}
     if heading:
         lines.append(" at this rate: " + ", ".join(f"{k} in {v:.1f} h" for k, v in heading.items()))
+    if r.get("funding_per_hour") is not None:  # a live feed with funding rates
+        lines.append(f" funding {fmt.money(r['funding_per_hour'])}/h [dim](paid; negative: received)[/]")
     return "\n".join(lines)
 
 

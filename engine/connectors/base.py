@@ -236,6 +236,9 @@ class PriceSourceBase:
         self._connected = False
         self.counters = {"messages": 0, "accepted": 0, "refused": 0, "ignored": 0, "connects": 0}
         self.last_refusal: str | None = None
+        # Last funding rate per instrument (per funding interval, fraction) where a feed carries
+        # one (Binance markPrice `r`); NaN where unknown. Used by the ratio projection.
+        self.funding_rate = np.full(len(self.symbols), np.nan)
 
     @property
     def connected(self) -> bool:
@@ -314,6 +317,16 @@ class MergedPriceSource:
         if not self.sources:
             return np.full(self.n, np.nan)
         return np.fmax.reduce([s.last_received for s in self.sources])
+
+    @property
+    def funding_rate(self) -> np.ndarray:
+        """Per instrument, the rate of the first source that knows one (NaN where none does)."""
+        out = np.full(self.n, np.nan)
+        for s in self.sources:
+            rate = getattr(s, "funding_rate", None)
+            if rate is not None:
+                out = np.where(np.isnan(out), rate, out)
+        return out
 
     def stale(self, now: float, max_age: float) -> np.ndarray:
         with np.errstate(invalid="ignore"):

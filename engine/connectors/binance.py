@@ -298,6 +298,16 @@ def parse_mark_price(obj: Any) -> tuple[str, float, int]:
     return symbol, price, event_time
 
 
+def _funding_rate(obj: dict[str, Any]) -> float | None:
+    """The payload's `r` (funding rate per interval) when it is a finite number, else None: an
+    absent or odd rate leaves the last one known and never refuses the mark price."""
+    try:
+        rate = float(obj.get("r"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return rate if math.isfinite(rate) and abs(rate) < 1.0 else None
+
+
 class BinanceMarkPriceSource(WebSocketSource):
     def __init__(
         self,
@@ -341,6 +351,9 @@ class BinanceMarkPriceSource(WebSocketSource):
                 continue
             items.append((i, price))
             self.event_lag_ms = self.clock.now() * 1000.0 - event_ms
+            rate = _funding_rate(p)
+            if rate is not None:
+                self.funding_rate[i] = rate
         self.counters["ignored"] += ignored
         if items:
             self.accept(items)

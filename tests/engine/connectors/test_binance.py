@@ -427,6 +427,12 @@ async def test_mark_price_stream_documented_payload_reconnect_and_refusals(insts
         assert await wait_until(lambda: src.counters["accepted"] == 2)
         ids, prices, _ = src.poll(wall.now())
         assert ids.tolist() == [src.index["BTCUSDT"]] * 2 and prices.tolist() == [11794.15, 11794.15]
+        # the documented funding rate is kept per instrument; an odd one never refuses the mark
+        assert src.funding_rate[src.index["BTCUSDT"]] == 0.00038167 and np.isnan(src.funding_rate[src.index["ETHUSDT"]])
+        await srv.push({**doc, "r": "n/a", "p": "11800.0"})
+        assert await wait_until(lambda: src.counters["accepted"] == 3)
+        assert src.funding_rate[src.index["BTCUSDT"]] == 0.00038167
+        src.poll(wall.now())
         # malformed: refused, logged, nothing applied
         await srv.push({**doc, "p": "abc"})
         await srv.push({**doc, "e": "aggTrade"})
@@ -440,7 +446,7 @@ async def test_mark_price_stream_documented_payload_reconnect_and_refusals(insts
         assert await wait_until(lambda: len(srv.paths) == 2 and src.connected)
         assert srv.paths[1] == srv.paths[0]
         await srv.push({"stream": "ethusdt@markPrice@1s", "data": {**doc, "s": "ETHUSDT", "p": "3400.5"}})
-        assert await wait_until(lambda: src.counters["accepted"] == 3)
+        assert await wait_until(lambda: src.counters["accepted"] == 4)
         assert src.poll(wall.now())[1].tolist() == [3400.5]
         stale = src.stale(wall.now() + 10, 5.0)
         assert stale[src.index["BTCUSDT"]] and stale[src.index["ETHUSDT"]]

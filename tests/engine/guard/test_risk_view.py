@@ -1,5 +1,7 @@
 """The account detail carries live risk analytics from the guard's own state."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -376,3 +378,25 @@ def test_a_held_instrument_without_volatility_gives_null_not_zero(tmp_path, monk
     assert book["var"]["parametric"] is None and book["es"]["monte_carlo"] is None
     assert g.account_detail("sol")["risk"]["var_parametric"] is None
     assert g.account_detail("solo")["risk"]["var_parametric"] > 0  # it holds no SOL
+
+
+def test_funding_from_the_live_feed_drains_the_projected_ratio(tmp_path):
+    from engine.connectors.base import BinanceConfig, MergedPriceSource
+    from engine.connectors.binance import BinanceMarkPriceSource
+    from tests.engine.connectors.support import load_doc_json
+
+    g = small_guard(tmp_path, accounts=(SOLO,))
+    assert g.account_detail("solo")["risk"]["funding_per_hour"] is None  # the simulator has no funding
+    feed = BinanceMarkPriceSource(BinanceConfig(), [i.symbol for i in g.book.instruments], g.clock)
+    feed.on_message(json.dumps(load_doc_json("mark_price_stream.jsonc")))  # BTCUSDT r = 0.00038167
+    g.live_feed = MergedPriceSource([feed], len(g.book.instruments))  # read by the projection only here
+    a = g.account_index("solo")
+    ratio, now = float(g.book.ratio[a]), g.clock.now()
+    g.history[a].clear()
+    g.history[a].extend((now - 10.0 * k, ratio) for k in (2, 1, 0))  # a flat trend: funding alone
+    g.version += 1
+    risk = g.account_detail("solo")["risk"]
+    drain = 0.5 * mark(g, "BTCUSDT") * 0.00038167 / 8  # a long pays a positive rate, 8 h interval
+    assert risk["funding_per_hour"] == pytest.approx(drain, rel=1e-12)
+    per_hour = drain / float(g.book.acct_mm[a])  # ratio units
+    assert risk["hours_to"]["LIQUIDATION"] == pytest.approx((ratio - float(g.book.liquidation[a])) / per_hour)
