@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import random
 import time
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ import numpy as np
 import websockets
 
 from engine.events import EventHub, Subscription
+from engine.jsonsafe import clean
 from engine.ladder import DataState, TradingState
 from engine.levels import LEVEL_NAMES
 from engine.model import InputError
@@ -91,16 +91,7 @@ def redact(*loggers: str) -> None:
             logger.addFilter(RedactSecrets())
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+_plain = clean  # JSON-safe: numpy scalars to Python, NaN and infinities to None
 
 
 def _epoch(text: str) -> float:
