@@ -215,11 +215,15 @@ class Guard:
         path (operator "risk-center", role risk). A change already in force is skipped (a replay
         or a second delivery journals nothing); an override the risk center withdrew is removed,
         intent journaled first (`clear_thresholds`), so the account returns to the book's
-        thresholds. Book-wide thresholds and limits need a configuration change: not applied here."""
+        thresholds. Book-wide thresholds and limits replace `[thresholds]` and `[limits]` (see
+        `_apply_book_risk`)."""
         operator = Operator("risk-center", Role.RISK, "risk_center")
         loop = asyncio.get_running_loop()
         for change in changes:
             account = change.get("account")
+            if change.get("scope") in ("book", "limits") and change.get("after"):
+                self._apply_book_risk(change, operator)
+                continue
             if change.get("scope") != "account" or not account:
                 continue
             after = change.get("after")
@@ -250,6 +254,46 @@ class Guard:
                         log.exception("could not remove overrides.%s from the configuration file", account)
                 self.protection.overrides.pop(account, None)
                 self.refresh_thresholds(self.clock.now())
+
+    def _apply_book_risk(self, change: dict[str, Any], operator: Operator) -> None:
+        """The risk center's book-wide thresholds (scope "book") or limits (scope "limits"):
+        journaled (`set_thresholds` / `set_limits`, before and after), in force at once, and
+        written to the configuration file when there is one, so a restart without the risk
+        center starts from them. A change already in force journals nothing."""
+        section = "thresholds" if change["scope"] == "book" else "limits"
+        current = getattr(self.config, section)
+        try:
+            new = type(current).model_validate(change["after"])
+        except ValueError as exc:  # the risk center's payload is validated already: this is a mismatch
+            log.error("risk center %s not applied: %s", section, exc)
+            return
+        if new == current:
+            return
+        self.journal.append(
+            "operator",
+            None,
+            command=f"set_{section}",
+            before=current.model_dump(),
+            after=new.model_dump(),
+            reason=change.get("change_id", ""),
+            **operator.fields(),
+        )
+        self.config = self.config.model_copy(update={section: new})
+        if self.config_writer is not None:
+
+            def edit(doc: Any) -> None:
+                table = doc.setdefault(section, {})
+                for key, value in new.model_dump().items():
+                    if value is None:
+                        table.pop(key, None)
+                    else:
+                        table[key] = value
+
+            try:
+                self.config_writer.update(edit)
+            except Exception:  # in force in memory even if the file cannot be written
+                log.exception("could not write the risk center's [%s] to the configuration file", section)
+        self.refresh_thresholds(self.clock.now())
 
     async def _resync_venue(self) -> None:
         """Compare capguard's figures with the venue's own, and notice what the venue did alone.

@@ -190,3 +190,54 @@ async def test_venue_divergence_and_a_position_changed_without_capguard_raise_cr
     finally:
         sub.close()
         await shutdown(g, run)
+
+
+async def test_book_wide_thresholds_and_limits_from_the_risk_center_are_in_force_and_written(tmp_path, center):
+    import shutil
+
+    import tomlkit
+
+    from engine.config import ConfigWriter, bundled_config_path, load_config
+
+    rc, http = center
+    path = tmp_path / "config.toml"
+    shutil.copy(bundled_config_path(), path)
+    loaded = load_config(path)
+    cfg = loaded.config.model_copy(
+        update={
+            "sources": SourcesConfig.model_validate({"risk_center": {"url": f"{http.url}/risk", "interval": 3600}}),
+            "dynamic_thresholds": loaded.config.dynamic_thresholds.model_copy(update={"enabled": False}),
+        }
+    )
+    g = await Guard.connect(
+        cfg,
+        clock=SimClock(start=T0, paused=True),
+        journal_path=tmp_path / "journal.sqlite3",
+        config_writer=ConfigWriter(loaded),
+    )
+    run = asyncio.get_running_loop().create_task(g.run())
+    try:
+        assert await wait_until(lambda: g.sources.risk_center.current is not None)
+        await asyncio.sleep(0.05)
+        assert not g.journal.records(kind="operator")  # the payload equals the configuration: nothing to do
+        plain = next(i.id for i in g.book.info if i.id not in g.protection.overrides)
+        rc.version, rc.payload["as_of"] = 2, "2026-11-25T16:00:00Z"
+        rc.payload["thresholds"] = {"warning": 2.4, "critical": 1.8, "liquidation": 1.3}
+        rc.payload["limits"] = {"max_leverage": 20.0, "max_drawdown": None}
+        changes = await g.sources.risk_center.refresh()
+        assert {c["scope"] for c in changes} == {"book", "limits"}
+        assert await wait_until(lambda: thresholds(g, plain) == pytest.approx((2.4, 1.8, 1.3)))
+        assert g.config.limits.max_leverage == 20.0 and g.config.limits.max_drawdown is None
+        records = {r["command"]: r for r in g.journal.records(kind="operator")}
+        assert set(records) == {"set_thresholds", "set_limits"}
+        assert (
+            records["set_thresholds"]["before"]["warning"] == 2.0
+            and records["set_thresholds"]["after"]["warning"] == 2.4
+        )
+        assert records["set_limits"]["operator"] == "risk-center"
+        doc = tomlkit.parse(path.read_text())
+        assert doc["thresholds"]["warning"] == 2.4 and doc["limits"]["max_leverage"] == 20.0
+        assert "max_drawdown" not in doc["limits"]
+        assert "# at or below: WARNING" in path.read_text()  # the file's comments are kept
+    finally:
+        await shutdown(g, run)
