@@ -337,7 +337,7 @@ def build_app(loaded: Any, args: Any) -> CapguardApp:
     theme = getattr(args, "theme", None) or console.theme
     if theme not in load_themes():
         raise ValueError(f"unknown theme {theme!r} (known: {', '.join(load_themes())})")
-    guard = Guard(
+    guard = Guard.build(  # the configured [sources] when there are any (started by the guard's loop)
         config,
         scenario=getattr(args, "scenario", None),
         speed=getattr(args, "speed", None) or 1.0,

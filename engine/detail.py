@@ -11,6 +11,7 @@ from engine.actions.deleverage import cheapest_step
 from engine.clock import iso
 from engine.ladder import REDUCE_REASONS, DataState, TradingState
 from engine.levels import LEVEL_NAMES, Level
+from engine.margin import liquidation_distance_pct
 from engine.risk_view import account_risk
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def account_detail(g: Guard, account_id: str) -> dict[str, Any]:
                 "maintenance_margin": _num(book.maintenance_margin[p]),
                 "initial_margin": _num(book.initial_margin[p]),
                 "liquidation_price": _num(lp),
-                "liquidation_distance_pct": _num(abs(mark - lp) / mark * 100) if np.isfinite(lp) else None,
+                "liquidation_distance_pct": _num(liquidation_distance_pct(book.pos_qty[p], mark, lp)),
                 "liquidate_last": bool(book.pos_liquidate_last[p]),
                 "isolated_margin": _num(book.pos_isolated_margin[p]),
             }

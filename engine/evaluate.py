@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine import margin
 from engine.analytics.report import AnalyticsRequest, analytics
 from engine.book import Book
 from engine.levels import LEVEL_NAMES, Thresholds
@@ -142,9 +143,7 @@ def evaluate(snapshot: Snapshot) -> dict[str, Any]:
                     "maintenance_margin": float(book.maintenance_margin[p]),
                     "initial_margin": _num(book.initial_margin[p]),
                     "liquidation_price": _num(lp),
-                    "liquidation_distance_pct": _num(abs(mark[p] - lp) / mark[p] * 100.0)
-                    if math.isfinite(lp)
-                    else None,
+                    "liquidation_distance_pct": _num(margin.liquidation_distance_pct(book.pos_qty[p], mark[p], lp)),
                 }
             )
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import margin
 from engine import thresholds as dyn
 from engine.alerts.approach import approaching
 from engine.analytics.margin_methods import InitialMargin, MarginMethod
@@ -90,6 +91,7 @@ class Guard:
         instruments = list(config.instruments)
         # Live connectors when configured (Guard.connect starts them); else the simulator.
         self.sources = sources
+        self._sources_started = False  # Guard.connect starts them first; else run() does
         self.live_feed = sources.price_feed if sources is not None and sources.prices else None
         self.simulator = MarketSimulator(instruments, config.simulator, scenario=scenario)
         self.feed = SimulatedFeed(self.simulator)
@@ -145,6 +147,20 @@ class Guard:
         )
 
     @classmethod
+    def build(cls, config: Config, **kw: Any) -> Guard:
+        """A guard on the configured live sources, not started yet: `run()` starts them, and the
+        accounts join the book as their sources first answer (Guard.sync_accounts). For a
+        caller without a running event loop yet (the console builds its guard before its app
+        runs). Without `[sources]`, the embedded simulator, as `Guard(config)`."""
+        section = config.sources
+        if not any(getattr(section, name) is not None for name in type(section).model_fields):
+            return cls(config, **kw)
+        clock = kw.pop("clock", None) or WallClock()
+        sources = build_sources(section, config.instruments, clock)
+        accounts = [] if sources.accounts else None  # real accounts only, once they answer
+        return cls(config, clock=clock, sources=sources, accounts=accounts, **kw)
+
+    @classmethod
     async def connect(cls, config: Config, **kw: Any) -> Guard:
         """A guard on the configured live sources (started, first account snapshot taken),
         or on the embedded simulator when `[sources]` configures none."""
@@ -158,14 +174,20 @@ class Guard:
             await source.refresh()
         accounts = [a for s in sources.accounts if s.snapshot for a in s.snapshot.accounts]
         if not sources.accounts:  # live prices only: the demo accounts, valued at real marks
-            return cls(config, clock=clock, sources=sources, accounts=accounts or None, **kw)
-        # Real accounts only, never demo ones: a source whose first poll failed starts empty
-        # and its accounts join the book when it answers (Guard.sync_accounts).
-        return cls(config, clock=clock, sources=sources, accounts=accounts, **kw)
+            g = cls(config, clock=clock, sources=sources, accounts=accounts or None, **kw)
+        else:
+            # Real accounts only, never demo ones: a source whose first poll failed starts empty
+            # and its accounts join the book when it answers (Guard.sync_accounts).
+            g = cls(config, clock=clock, sources=sources, accounts=accounts, **kw)
+        g._sources_started = True
+        return g
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.sources is not None and not self._sources_started:  # Guard.build: started here
+            await self.sources.start()
+            self._sources_started = True
         if self.sources is not None:
             if self.sources.publisher is not None:
                 publisher_sub = self.hub.subscribe(maxsize=10_000)
@@ -726,7 +748,7 @@ class Guard:
             leverage = np.where(positive, book.acct_notional / book.equity, np.nan)
         liq = book.liquidation_prices()
         mark = book.mark[book.pos_instrument]
-        dist = np.abs(mark - liq) / mark * 100.0
+        dist = margin.liquidation_distance_pct(book.pos_qty, mark, liq)  # negative once past it
         dist[book.pos_qty == 0] = np.nan
         worst = np.full(book.n_accounts, np.nan)
         np.fmin.at(worst, book.pos_account, dist)

@@ -304,3 +304,14 @@ def continuous(table: BracketTable) -> bool:
 def instrument_of_bracket(bracket: np.ndarray, table: BracketTable) -> np.ndarray:
     """Index of the instrument each flat bracket index belongs to."""
     return np.searchsorted(table.start, bracket, side="right") - 1
+
+
+def liquidation_distance_pct(qty: np.ndarray | float, mark: np.ndarray | float, liq: np.ndarray | float) -> np.ndarray:
+    """How far the mark may move against the position before its liquidation price, in percent
+    of mark: positive while the mark is on the safe side, negative once past it (a long whose
+    liquidation price is above the mark is already under water). NaN where there is no price.
+    Example: long, mark 61,000, liquidation 40,160.64: +34.16; long, mark 50,000, liquidation
+    55,000: -10."""
+    q, m, lp = (np.asarray(x, dtype=np.float64) for x in (qty, mark, liq))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sign(q) * (m - lp) / m * 100.0

@@ -78,6 +78,7 @@ from engine.journal import KINDS
 from engine.journal_cli import parse_time
 from engine.ladder import REDUCE_REASONS, DataState, TradingState
 from engine.levels import LEVEL_NAMES
+from engine.margin import liquidation_distance_pct
 from engine.model import InputError
 from engine.operators import Operator, Role
 from engine.risk_view import account_risk
@@ -537,7 +538,7 @@ def create_app(guard: Guard, api_config: ApiConfig | None = None, config_writer:
                     "maintenance_margin": _f(mm[k]),
                     "share_of_maintenance_margin": _f(mm[k] / total) if total > 0 else None,
                     "liquidation_price": _f(lp),
-                    "liquidation_distance_pct": _f(abs(mark - lp) / mark * 100) if np.isfinite(lp) else None,
+                    "liquidation_distance_pct": _f(liquidation_distance_pct(book.pos_qty[p], mark, lp)),
                 }
             )
         flags = int(lad.reduce_flags[a])

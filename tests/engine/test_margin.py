@@ -206,3 +206,16 @@ def test_walking_from_any_cached_tier_finds_the_same_tier_as_a_lookup(brackets, 
     looked = margin.lookup_brackets(n, np.zeros(n.size, dtype=np.int64), table)
     assert walked.tolist() == looked.tolist()
     assert np.all(table.floor[walked] <= n) and np.all(n < table.cap[walked])
+
+
+def test_liquidation_distance_is_signed_by_side_and_negative_once_past():
+    from engine.margin import liquidation_distance_pct
+
+    got = liquidation_distance_pct(
+        np.array([0.5, 0.5, -2.0, -2.0, 1.0]),
+        np.array([61_000.0, 50_000.0, 100.0, 100.0, 10.0]),
+        np.array([40_160.64257028112, 55_000.0, 125.0, 80.0, np.nan]),
+    )
+    # long safe (+34.16), long past (-10), short safe (+25), short past (-20), no price (NaN)
+    assert got[:4] == pytest.approx([(61_000 - 40_160.64257028112) / 610, -10.0, 25.0, -20.0])
+    assert np.isnan(got[4])
