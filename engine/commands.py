@@ -148,14 +148,15 @@ async def _thresholds(p: Protection, op: Operator, params: dict[str, Any]) -> Co
         new.warning >= book.warning[a] and new.critical >= book.critical[a] and new.liquidation >= book.liquidation[a]
     )
     check(op, "tighten_thresholds" if tighten else "loosen_thresholds")
+    before = {
+        "warning": float(book.warning[a]),
+        "critical": float(book.critical[a]),
+        "liquidation": float(book.liquidation[a]),
+    }
     p.g.journal.append(
         "threshold",
         acct,
-        before={
-            "warning": float(book.warning[a]),
-            "critical": float(book.critical[a]),
-            "liquidation": float(book.liquidation[a]),
-        },
+        before=before,
         after=new.model_dump(),
         reason=params.get("reason", ""),
         **op.fields(),
@@ -165,6 +166,9 @@ async def _thresholds(p: Protection, op: Operator, params: dict[str, Any]) -> Co
         writer.set_value(f"overrides.{acct}", new.model_dump())
     p.overrides[acct] = new
     p.g.refresh_thresholds(p.g.clock.now())
+    publish = getattr(p.g, "publish_threshold_change", None)
+    if publish is not None:  # out to NATS and the risk center's webhook (never back to its source)
+        publish(acct, before, new.model_dump(), op, str(params.get("reason", "")))
     return CommandResult(True, f"{acct} thresholds {new.warning:g} / {new.critical:g} / {new.liquidation:g}")
 
 

@@ -92,6 +92,7 @@ class Guard:
         # Live connectors when configured (Guard.connect starts them); else the simulator.
         self.sources = sources
         self._sources_started = False  # Guard.connect starts them first; else run() does
+        self._threshold_publisher = self._make_threshold_publisher(sources, self.clock)
         self.live_feed = sources.price_feed if sources is not None and sources.prices else None
         self.simulator = MarketSimulator(instruments, config.simulator, scenario=scenario)
         self.feed = SimulatedFeed(self.simulator)
@@ -276,6 +277,50 @@ class Guard:
                         log.exception("could not remove overrides.%s from the configuration file", account)
                 self.protection.overrides.pop(account, None)
                 self.refresh_thresholds(self.clock.now())
+
+    @staticmethod
+    def _make_threshold_publisher(sources: Sources | None, clock: Clock) -> Any:
+        """Where threshold changes made in capguard go: the risk center's publisher (NATS and its
+        webhook) when there is one, else NATS alone when configured, else nowhere."""
+        if sources is None:
+            return None
+        if sources.risk_center is not None and sources.risk_center.publisher is not None:
+            return sources.risk_center.publisher
+        if sources.publisher is not None:
+            from engine.connectors.risk_center import ThresholdPublisher
+
+            return ThresholdPublisher(None, sources.publisher, clock)
+        return None
+
+    def publish_threshold_change(
+        self, account: str, before: dict[str, float], after: dict[str, float], operator: Operator, reason: str
+    ) -> None:
+        """A threshold change made in capguard (console, API) goes out on `capguard.thresholds`
+        (JetStream, deduplicated by change id) and to the risk center's webhook, in the risk
+        center's change format with `"source": "capguard"`. Changes that came from the risk
+        center are not sent back. Never blocks or fails the command: a failure is logged."""
+        pub = self._threshold_publisher
+        if pub is None or operator.origin == "risk_center":
+            return
+        import hashlib
+        import json
+
+        ts = iso(self.clock.now())
+        key = json.dumps([account, before, after, operator.name, ts], sort_keys=True)
+        record = {
+            "source": "capguard",
+            "change_id": "th-" + hashlib.sha256(key.encode()).hexdigest()[:20],
+            "scope": "account",
+            "account": account,
+            "before": before,
+            "after": after,
+            "as_of": ts,
+            "reason": reason,
+            **operator.fields(),
+        }
+        task = asyncio.get_running_loop().create_task(pub.publish(record))
+        self._tasks.append(task)  # held until done
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
     def _apply_book_risk(self, change: dict[str, Any], operator: Operator) -> None:
         """The risk center's book-wide thresholds (scope "book") or limits (scope "limits"):

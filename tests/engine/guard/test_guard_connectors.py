@@ -241,3 +241,35 @@ async def test_book_wide_thresholds_and_limits_from_the_risk_center_are_in_force
         assert "# at or below: WARNING" in path.read_text()  # the file's comments are kept
     finally:
         await shutdown(g, run)
+
+
+async def test_threshold_changes_made_in_capguard_go_to_the_webhook_not_back_the_risk_centers(tmp_path, center):
+    from engine.operators import Operator, Role
+
+    rc, http = center
+    g, run = await connect(
+        tmp_path, {"risk_center": {"url": f"{http.url}/risk", "interval": 3600, "webhook": f"{http.url}/hook"}}
+    )
+    try:
+        assert await wait_until(lambda: g.sources.risk_center.current is not None)
+        before = thresholds(g, ACCOUNT)
+        result = await g.command(
+            "set_thresholds", Operator("rita", Role.RISK, "console"), account=ACCOUNT, warning=2.7, reason="desk call"
+        )
+        assert result.ok, result.message
+        assert await wait_until(lambda: any(h.get("source") == "capguard" for h in rc.hooks))
+        (hook,) = [h for h in rc.hooks if h.get("source") == "capguard"]
+        assert hook["type"] == "thresholds" and hook["scope"] == "account" and hook["account"] == ACCOUNT
+        assert hook["before"]["warning"] == pytest.approx(before[0]) and hook["after"]["warning"] == 2.7
+        assert hook["operator"] == "rita" and hook["reason"] == "desk call" and hook["change_id"].startswith("th-")
+        # a change the risk center made is published once, by the risk center's client, never echoed back
+        rc.version, rc.payload["as_of"] = 2, "2026-11-25T16:00:00Z"
+        rc.payload["overrides"] = {ACCOUNT: {"warning": 2.6, "critical": 1.9, "liquidation": 1.35}}
+        (change,) = await g.sources.risk_center.refresh()
+        assert await wait_until(lambda: thresholds(g, ACCOUNT) == pytest.approx((2.6, 1.9, 1.35)))
+        await asyncio.sleep(0.1)
+        mine = [h for h in rc.hooks if h.get("account") == ACCOUNT]  # (the first pull published its own too)
+        assert [h["source"] for h in mine] == ["capguard", "risk_center"]
+        assert mine[1]["change_id"] == change["change_id"]
+    finally:
+        await shutdown(g, run)
