@@ -236,3 +236,38 @@ async def test_account_updates_from_nats(nats_server, insts, sim_clock, caplog):
     finally:
         await nc.close()
         await src.stop()
+
+
+async def test_a_guard_publishes_threshold_changes_made_in_capguard_on_jetstream(nats_server, tmp_path):
+    from engine.clock import SimClock
+    from engine.connectors.base import SourcesConfig
+    from engine.guard import Guard
+    from engine.operators import Operator, Role
+    from tests.engine.guard.support import T0, config
+
+    sources = SourcesConfig(nats=cfg(nats_server.url))
+    g = await Guard.connect(
+        config().model_copy(update={"sources": sources}),
+        clock=SimClock(start=T0, paused=True),
+        journal_path=tmp_path / "j.sqlite3",
+    )
+    run = asyncio.get_running_loop().create_task(g.run())
+    try:
+        assert await g.sources.publisher.link.wait_ready(5)
+        account = g.book.info[0].id
+        result = await g.command("set_thresholds", Operator("rita", Role.RISK, "api"), account=account, warning=2.9)
+        assert result.ok, result.message
+
+        async def published() -> list[dict[str, Any]]:
+            return [m for s, _, m in await stream_messages(nats_server.url) if s == "capguard.thresholds"]
+
+        for _ in range(100):
+            if await published():
+                break
+            await asyncio.sleep(0.05)
+        (msg,) = await published()
+        assert msg["source"] == "capguard" and msg["account"] == account and msg["after"]["warning"] == 2.9
+        assert msg["operator"] == "rita" and msg["origin"] == "api"
+    finally:
+        await g.stop(grace=1.0)
+        await asyncio.wait_for(run, timeout=5.0)
