@@ -193,6 +193,8 @@ class Guard:
             if self.sources.publisher is not None:
                 publisher_sub = self.hub.subscribe(maxsize=10_000)
                 self._tasks.append(loop.create_task(self.sources.publisher.run(publisher_sub)))
+                if self.sources.publisher.config.margin_interval > 0:
+                    self._tasks.append(loop.create_task(self._publish_margin()))
             rc = self.sources.risk_center
             if rc is not None:
                 rc.listeners.append(self._apply_risk_center)
@@ -277,6 +279,42 @@ class Guard:
                         log.exception("could not remove overrides.%s from the configuration file", account)
                 self.protection.overrides.pop(account, None)
                 self.refresh_thresholds(self.clock.now())
+
+    async def _publish_margin(self) -> None:
+        """Margin snapshots on `capguard.margin.<account>` (core NATS): every `margin_interval`,
+        for each account whose ratio moved by `margin_ratio_step` of its last published value,
+        or whose level, data state or trading state changed (all of them the first time)."""
+        pub = self.sources.publisher if self.sources is not None else None
+        assert pub is not None
+        cfg = pub.config
+        sent: dict[str, tuple[float, int, int, int]] = {}
+        while not self._stopping.is_set():
+            await self.clock.sleep(cfg.margin_interval)
+            book, lad = self.book, self.ladder
+            ratio, level = book.ratio, lad.level
+            for a, info in enumerate(book.info):
+                r = float(ratio[a])
+                now = (r, int(level[a]), int(lad.data_state[a]), int(lad.trading_state[a]))
+                last = sent.get(info.id)
+                if last is not None and last[1:] == now[1:]:
+                    same = r == last[0] or (
+                        np.isfinite(r)
+                        and np.isfinite(last[0])
+                        and abs(r - last[0]) <= cfg.margin_ratio_step * abs(last[0])
+                    )
+                    if same:
+                        continue
+                sent[info.id] = now
+                pub.publish_margin(
+                    info.id,
+                    ts=iso(self.clock.now()),
+                    equity=float(book.equity[a]),
+                    maintenance_margin=float(book.acct_mm[a]),
+                    margin_ratio=r if np.isfinite(r) else None,
+                    level=LEVEL_NAMES[int(level[a])],
+                    data_state=DataState(now[2]).name,
+                    trading_state=TradingState(now[3]).name,
+                )
 
     @staticmethod
     def _make_threshold_publisher(sources: Sources | None, clock: Clock) -> Any:

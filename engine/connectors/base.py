@@ -636,6 +636,15 @@ class NatsConfig(Strict):
     outbox: int = Field(default=100_000, ge=100, description="events held while NATS is unreachable")
     backoff: BackoffConfig = Field(default_factory=lambda: BackoffConfig(initial=0.2, maximum=5.0))
     publish_events: bool = True
+    margin_interval: float = Field(
+        default=1.0, ge=0, le=3600, description="seconds between margin snapshots on capguard.margin.<account>; 0: off"
+    )
+    margin_ratio_step: float = Field(
+        default=0.001,
+        ge=0,
+        lt=1,
+        description="a snapshot goes out when the ratio moved by this share, or the level changed",
+    )
     ticks_subject: str | None = Field(
         default=None, description="consume capguard ticks from here, e.g. capguard.ticks.>"
     )

@@ -6,7 +6,7 @@ Subjects (prefix `capguard`, configurable; an account id becomes one subject tok
 character outside [A-Za-z0-9_-] replaced by `_`):
 
     capguard.risk.<account>     transition and data-state events             core NATS
-    capguard.margin.<account>   margin snapshots (`publish_margin`)           core NATS
+    capguard.margin.<account>   margin snapshots (the guard, on change)     core NATS
     capguard.alerts             alerts and acknowledgements                   JetStream
     capguard.actions            protective actions, by stage                  JetStream
     capguard.thresholds         threshold changes                            JetStream
@@ -52,6 +52,7 @@ from engine.connectors.base import (
 )
 from engine.connectors.ticks import decode, parse_ticks
 from engine.events import Subscription
+from engine.jsonsafe import clean
 from engine.ladder import DataState
 from engine.model import Account, Instrument
 
@@ -291,7 +292,7 @@ class NatsPublisher:
             )
             return False
         subject, msg_id = where
-        payload = json.dumps(dict(event), default=str, separators=(",", ":")).encode()
+        payload = json.dumps(clean(dict(event)), default=str, separators=(",", ":"), allow_nan=False).encode()
         self._outbox.append((subject, payload, msg_id))
         self.counters["queued"] += 1
         self._idle.clear()

@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import pytest
 
 from engine.connectors import NatsConfig, RiskCenterConfig
@@ -19,6 +20,7 @@ from engine.connectors.risk_center import ThresholdPublisher
 from engine.connectors.ticks import tick
 from engine.events import EventHub
 from engine.ladder import DataState
+from engine.levels import LEVEL_NAMES
 from tests.engine.connectors.support import wait_until
 
 if os.environ.get("CI") == "true":
@@ -269,5 +271,45 @@ async def test_a_guard_publishes_threshold_changes_made_in_capguard_on_jetstream
         assert msg["source"] == "capguard" and msg["account"] == account and msg["after"]["warning"] == 2.9
         assert msg["operator"] == "rita" and msg["origin"] == "api"
     finally:
+        await g.stop(grace=1.0)
+        await asyncio.wait_for(run, timeout=5.0)
+
+
+async def test_a_guard_publishes_margin_snapshots_when_they_change(nats_server, tmp_path):
+    from engine.clock import WallClock
+    from engine.connectors.base import SourcesConfig
+    from engine.guard import Guard
+    from tests.engine.guard.support import config
+
+    sources = SourcesConfig(nats=cfg(nats_server.url, margin_interval=0.1))
+    g = await Guard.connect(
+        config().model_copy(update={"sources": sources}), clock=WallClock(), journal_path=tmp_path / "j.sqlite3"
+    )
+    g.feed.paused = True  # no price moves: after the first round, nothing changes
+    nc = await nats.connect(nats_server.url)
+    got: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_msg(msg: Any) -> None:
+        got.append((msg.subject, json.loads(msg.data)))
+
+    await nc.subscribe("capguard.margin.>", cb=on_msg)
+    await nc.flush()
+    run = asyncio.get_running_loop().create_task(g.run())
+    try:
+        assert await wait_until(lambda: len(got) >= g.book.n_accounts, timeout=10)
+        first = {subject for subject, _ in got}
+        assert first == {f"capguard.margin.{token(i.id)}" for i in g.book.info}  # every account once
+        _, msg = got[0]
+        a = g.account_index(msg["account"])
+        assert msg["margin_ratio"] == pytest.approx(float(g.book.ratio[a])) and msg["level"] in LEVEL_NAMES
+        await asyncio.sleep(0.5)  # five more intervals, nothing moved
+        assert len(got) == g.book.n_accounts
+        # one account's wallet halves: its snapshot (only) goes out again
+        g.book.wallet[a] /= 2
+        g.book.revalue_accounts(np.array([a]))
+        assert await wait_until(lambda: len(got) == g.book.n_accounts + 1, timeout=5)
+        assert got[-1][1]["account"] == msg["account"] and got[-1][1]["equity"] < msg["equity"]
+    finally:
+        await nc.close()
         await g.stop(grace=1.0)
         await asyncio.wait_for(run, timeout=5.0)
