@@ -283,37 +283,36 @@ class Guard:
     async def _publish_margin(self) -> None:
         """Margin snapshots on `capguard.margin.<account>` (core NATS): every `margin_interval`,
         for each account whose ratio moved by `margin_ratio_step` of its last published value,
-        or whose level, data state or trading state changed (all of them the first time)."""
+        or whose level, data state or trading state changed (all of them the first time).
+        The comparison is vectorised; only the accounts that changed are encoded."""
         pub = self.sources.publisher if self.sources is not None else None
         assert pub is not None
         cfg = pub.config
-        sent: dict[str, tuple[float, int, int, int]] = {}
+        last = np.zeros((4, 0))  # ratio, level, data state, trading state last published, per account
         while not self._stopping.is_set():
             await self.clock.sleep(cfg.margin_interval)
             book, lad = self.book, self.ladder
-            ratio, level = book.ratio, lad.level
-            for a, info in enumerate(book.info):
-                r = float(ratio[a])
-                now = (r, int(level[a]), int(lad.data_state[a]), int(lad.trading_state[a]))
-                last = sent.get(info.id)
-                if last is not None and last[1:] == now[1:]:
-                    same = r == last[0] or (
-                        np.isfinite(r)
-                        and np.isfinite(last[0])
-                        and abs(r - last[0]) <= cfg.margin_ratio_step * abs(last[0])
-                    )
-                    if same:
-                        continue
-                sent[info.id] = now
+            n = book.n_accounts  # accounts keep their index; new ones are appended
+            if last.shape[1] < n:
+                last = np.concatenate([last, np.full((4, n - last.shape[1]), np.nan)], axis=1)
+            now = np.vstack([book.ratio, lad.level, lad.data_state, lad.trading_state]).astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                moved = ~(np.abs(now[0] - last[0, :n]) <= cfg.margin_ratio_step * np.abs(last[0, :n]))
+            moved &= ~((now[0] == last[0, :n]) | (np.isnan(now[0]) & np.isnan(last[0, :n])))
+            due = np.flatnonzero(moved | np.any(now[1:] != last[1:, :n], axis=0))
+            last[:, due] = now[:, due]
+            ts = iso(self.clock.now())
+            for a in due.tolist():
+                r = float(book.ratio[a])
                 pub.publish_margin(
-                    info.id,
-                    ts=iso(self.clock.now()),
+                    book.info[a].id,
+                    ts=ts,
                     equity=float(book.equity[a]),
                     maintenance_margin=float(book.acct_mm[a]),
                     margin_ratio=r if np.isfinite(r) else None,
-                    level=LEVEL_NAMES[int(level[a])],
-                    data_state=DataState(now[2]).name,
-                    trading_state=TradingState(now[3]).name,
+                    level=LEVEL_NAMES[int(lad.level[a])],
+                    data_state=DataState(int(lad.data_state[a])).name,
+                    trading_state=TradingState(int(lad.trading_state[a])).name,
                 )
 
     @staticmethod
