@@ -230,14 +230,7 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
     pos = book.account_positions(a)
     signed = position_units(book)[pos] * book.mark[book.pos_instrument[pos]]
     exposure = exposure_matrix(np.zeros(pos.size, dtype=np.int64), book.pos_instrument[pos], signed, 1, vol.size)
-    cov = covariance(vol, correlation_from_groups(book.instruments))  # a held instrument without one: null
-    var = parametric_var(exposure, cov, confidence, horizon)
-    mc = monte_carlo_var(exposure, cov, confidence, horizon, cfg.mc_paths, cfg.seed, cfg.distribution)
-    returns, dt = tick_returns(g)  # as the book figure: tick returns scaled to a day (method_notes there)
-    hist_var = hist_es = None
-    if returns.shape[0] >= historical_min_returns(confidence):
-        hist = historical_var(exposure, returns * math.sqrt(SECONDS_PER_DAY / dt), confidence, horizon)
-        hist_var, hist_es = _num(hist.var[0]), _num(hist.es[0])
+    figures = _var_es(g, exposure, vol)  # as the book's (method_notes there)
     worst, scenario = None, None
     only = np.array([a])
     for s in cfg.scenarios:  # only this account's positions are re-valued
@@ -264,12 +257,12 @@ def _account_risk(g: Guard, a: int) -> dict[str, Any]:
     return {
         "confidence": confidence,
         "horizon_days": horizon,
-        "var_parametric": _num(var.var[0]),
-        "es_parametric": _num(var.es[0]),
-        "var_monte_carlo": _num(mc.var[0]),
-        "es_monte_carlo": _num(mc.es[0]),
-        "var_historical": hist_var,  # null until the price window holds enough returns
-        "es_historical": hist_es,
+        "var_parametric": figures["var"]["parametric"],
+        "es_parametric": figures["es"]["parametric"],
+        "var_monte_carlo": figures["var"]["monte_carlo"],
+        "es_monte_carlo": figures["es"]["monte_carlo"],
+        "var_historical": figures["var"]["historical"],  # null until the price window holds enough returns
+        "es_historical": figures["es"]["historical"],
         "stress_worst_ratio": worst,
         "stress_worst_scenario": scenario,
         "touch_liquidation_price_prob": _num(touch_venue),
@@ -297,6 +290,40 @@ def historical_min_returns(confidence: float) -> int:
     return max(HISTORICAL_MIN_RETURNS, math.ceil(1.0 / (1.0 - confidence) - 1e-9))
 
 
+def _var_es(g: Guard, exposure: np.ndarray, vol: np.ndarray) -> dict[str, Any]:
+    """VaR and ES of one exposure row (an account's, or the book's) by the three methods, at
+    `[risk]` confidence and horizon: {"var": {method: amount}, "es": {...}, "historical_note"}.
+    Historical: the guard's tick returns scaled to a day; null until the window is long enough."""
+    cfg = g.config.risk
+    conf, h = cfg.confidence, cfg.horizon_days
+    cov = covariance(vol, correlation_from_groups(g.book.instruments))  # a held instrument without one: null
+    par = parametric_var(exposure, cov, conf, h)
+    mc = monte_carlo_var(exposure, cov, conf, h, cfg.mc_paths, cfg.seed, cfg.distribution)
+    returns, dt = tick_returns(g)
+    need = historical_min_returns(conf)
+    scale = math.sqrt(SECONDS_PER_DAY / dt)
+    hist_var = hist_es = None
+    if returns.shape[0] >= need:
+        hist = historical_var(exposure, returns * scale, conf, h)
+        hist_var, hist_es = _num(hist.var[0]), _num(hist.es[0])
+        note = (
+            f"{returns.shape[0]} returns between the guard's last marks, one feed tick ({dt:g} s) apart "
+            "(not daily data): "
+            f"each scaled to 1 day by sqrt(86400 / {dt:g}) = {scale:.4g}, then by sqrt(horizon_days) "
+            "(square root of time; assumes independent returns)"
+        )
+    else:
+        note = (
+            f"not computed: {returns.shape[0]} returns in the guard's price window, "
+            f"at least {need} needed at confidence {conf:g}"
+        )
+    return {
+        "var": {"parametric": _num(par.var[0]), "historical": hist_var, "monte_carlo": _num(mc.var[0])},
+        "es": {"parametric": _num(par.es[0]), "historical": hist_es, "monte_carlo": _num(mc.es[0])},
+        "historical_note": note,
+    }
+
+
 def book_risk(g: Guard) -> dict[str, Any]:
     """Book-level figures (engine.view.GuardView.book_risk), computed once per guard version."""
     c = _cache(g)
@@ -311,35 +338,14 @@ def _book_risk(g: Guard) -> dict[str, Any]:
     cfg = g.config.risk
     conf, h = cfg.confidence, cfg.horizon_days
     vol = daily_volatility(g)
-    e = book_exposure(book)
-    cov = covariance(vol, correlation_from_groups(book.instruments))
-    par = parametric_var(e, cov, conf, h)
-    mc = monte_carlo_var(e, cov, conf, h, cfg.mc_paths, cfg.seed, cfg.distribution)
-    returns, dt = tick_returns(g)
-    need = historical_min_returns(conf)
-    scale = math.sqrt(SECONDS_PER_DAY / dt)
-    if returns.shape[0] >= need:
-        hist = historical_var(e, returns * scale, conf, h)
-        hist_var, hist_es = _num(hist.var[0]), _num(hist.es[0])
-        hist_note = (
-            f"{returns.shape[0]} returns between the guard's last marks, one feed tick ({dt:g} s) apart "
-            "(not daily data): "
-            f"each scaled to 1 day by sqrt(86400 / {dt:g}) = {scale:.4g}, then by sqrt(horizon_days) "
-            "(square root of time; assumes independent returns)"
-        )
-    else:
-        hist_var = hist_es = None
-        hist_note = (
-            f"not computed: {returns.shape[0]} returns in the guard's price window, "
-            f"at least {need} needed at confidence {conf:g}"
-        )
+    figures = _var_es(g, book_exposure(book), vol)
     notes = {
         "parametric": "normal, zero mean: z * sqrt(e' C e) * sqrt(horizon_days); e = net notional per instrument, "
         "C = daily covariance from the guard's realised volatility (the simulator's where too few marks "
         "have been seen) and the instrument-group correlations",
         "monte_carlo": f"{cfg.mc_paths} {cfg.distribution} paths, seed {cfg.seed}, the same daily covariance "
         "scaled to the horizon (variance * horizon_days)",
-        "historical": hist_note,
+        "historical": figures["historical_note"],
         "unknown": "null where an input is missing (a held instrument without volatility, history or mark)",
     }
 
@@ -369,8 +375,8 @@ def _book_risk(g: Guard) -> dict[str, Any]:
         "time": iso(g.clock.now()),
         "confidence": conf,
         "horizon_days": h,
-        "var": {"parametric": _num(par.var[0]), "historical": hist_var, "monte_carlo": _num(mc.var[0])},
-        "es": {"parametric": _num(par.es[0]), "historical": hist_es, "monte_carlo": _num(mc.es[0])},
+        "var": figures["var"],
+        "es": figures["es"],
         "method_notes": notes,
         "scenarios": scenarios,
         "margin": {
