@@ -20,7 +20,6 @@ import math
 import numpy as np
 
 from engine import margin
-from engine.analytics.inputs import position_units
 from engine.analytics.stats import normal_cdf
 from engine.book import Book
 
@@ -99,6 +98,24 @@ def threshold_prices(book: Book, ratio: np.ndarray | float, positions: np.ndarra
     return out
 
 
+def _position_touch(
+    book: Book, positions: np.ndarray | None, daily_vol: np.ndarray, horizon_days: float, threshold: str, drift: float
+) -> np.ndarray:
+    """Touch probability per position (all, or `positions` in that order); 0 where flat."""
+    if threshold == "venue":
+        prices = book.liquidation_prices(positions)
+    elif threshold == "liquidation":
+        prices = threshold_prices(book, book.liquidation, positions)
+    else:
+        raise ValueError(f"threshold must be 'venue' or 'liquidation', got {threshold!r}")
+    qty = book.pos_qty if positions is None else book.pos_qty[positions]
+    inst = book.pos_instrument if positions is None else book.pos_instrument[positions]
+    vol = np.asarray(daily_vol, dtype=np.float64)[inst]
+    direction = -np.sign(qty)  # a long is liquidated by a fall (contract sizes are positive)
+    p = touch_probability(book.mark[inst], prices, vol, horizon_days, drift, direction)
+    return np.where(qty == 0, 0.0, p)
+
+
 def liquidation_touch_probability(
     book: Book, daily_vol: np.ndarray, horizon_days: float, threshold: str = "venue", drift: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -111,17 +128,7 @@ def liquidation_touch_probability(
     prices are correlated and the exact joint figure needs a simulation). 0 for an account that
     holds nothing; NaN where a position with a barrier has no volatility.
     """
-    if threshold == "venue":
-        prices = book.liquidation_prices()
-    elif threshold == "liquidation":
-        prices = threshold_prices(book, book.liquidation)
-    else:
-        raise ValueError(f"threshold must be 'venue' or 'liquidation', got {threshold!r}")
-    inst = book.pos_instrument
-    vol = np.asarray(daily_vol, dtype=np.float64)[inst]
-    direction = -np.sign(position_units(book))  # a long is liquidated by a fall
-    p = touch_probability(book.mark[inst], prices, vol, horizon_days, drift, direction)
-    p = np.where(book.pos_qty == 0, 0.0, p)
+    p = _position_touch(book, None, daily_vol, horizon_days, threshold, drift)
     per_account = np.zeros(book.n_accounts)
     nonempty = np.flatnonzero(book.acct_pos_count > 0)
     if nonempty.size:
@@ -137,15 +144,4 @@ def account_touch_probability(
     pos = book.account_positions(account)
     if pos.size == 0:
         return 0.0
-    if threshold == "venue":
-        prices = book.liquidation_prices(pos)
-    elif threshold == "liquidation":
-        prices = threshold_prices(book, book.liquidation, pos)
-    else:
-        raise ValueError(f"threshold must be 'venue' or 'liquidation', got {threshold!r}")
-    inst = book.pos_instrument[pos]
-    vol = np.asarray(daily_vol, dtype=np.float64)[inst]
-    direction = -np.sign(book.pos_qty[pos])  # contract sizes are positive
-    p = touch_probability(book.mark[inst], prices, vol, horizon_days, drift, direction)
-    p = np.where(book.pos_qty[pos] == 0, 0.0, p)
-    return float(np.max(p))  # NaN propagates, as in the whole-book figure
+    return float(np.max(_position_touch(book, pos, daily_vol, horizon_days, threshold, drift)))  # NaN propagates
