@@ -62,6 +62,12 @@ class _SourceSync:
     applied: dict[str, Account] = field(default_factory=dict)  # the record last applied, per account
 
 
+def _has_sources(config: Config) -> bool:
+    """Does `[sources]` configure any live source (else the embedded simulator runs)?"""
+    section = config.sources
+    return any(getattr(section, name) is not None for name in type(section).model_fields)
+
+
 class Guard:
     def __init__(
         self,
@@ -153,11 +159,10 @@ class Guard:
         accounts join the book as their sources first answer (Guard.sync_accounts). For a
         caller without a running event loop yet (the console builds its guard before its app
         runs). Without `[sources]`, the embedded simulator, as `Guard(config)`."""
-        section = config.sources
-        if not any(getattr(section, name) is not None for name in type(section).model_fields):
+        if not _has_sources(config):
             return cls(config, **kw)
         clock = kw.pop("clock", None) or WallClock()
-        sources = build_sources(section, config.instruments, clock)
+        sources = build_sources(config.sources, config.instruments, clock)
         accounts = [] if sources.accounts else None  # real accounts only, once they answer
         return cls(config, clock=clock, sources=sources, accounts=accounts, **kw)
 
@@ -165,11 +170,10 @@ class Guard:
     async def connect(cls, config: Config, **kw: Any) -> Guard:
         """A guard on the configured live sources (started, first account snapshot taken),
         or on the embedded simulator when `[sources]` configures none."""
-        section = config.sources
-        if not any(getattr(section, name) is not None for name in type(section).model_fields):
+        if not _has_sources(config):
             return cls(config, **kw)
         clock = kw.pop("clock", None) or WallClock()
-        sources = build_sources(section, config.instruments, clock)
+        sources = build_sources(config.sources, config.instruments, clock)
         await sources.start()
         for source in sources.accounts:
             await source.refresh()
@@ -339,14 +343,12 @@ class Guard:
         pub = self._threshold_publisher
         if pub is None or operator.origin == "risk_center":
             return
-        import hashlib
-        import json
+        from engine.connectors.risk_center import change_id
 
         ts = iso(self.clock.now())
-        key = json.dumps([account, before, after, operator.name, ts], sort_keys=True)
         record = {
             "source": "capguard",
-            "change_id": "th-" + hashlib.sha256(key.encode()).hexdigest()[:20],
+            "change_id": change_id(account, before, after, operator.name, ts),
             "scope": "account",
             "account": account,
             "before": before,

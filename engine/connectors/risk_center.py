@@ -80,6 +80,12 @@ def _dump(model: Strict | None) -> dict[str, Any] | None:
     return None if model is None else model.model_dump()
 
 
+def change_id(*content: Any) -> str:
+    """A threshold change's id, derived from its content, so a republish is deduplicated."""
+    key = json.dumps(list(content), sort_keys=True)
+    return "th-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
 def diff(before: RiskCenterPayload | None, after: RiskCenterPayload) -> list[dict[str, Any]]:
     """One record per scope whose values changed (book thresholds, each account override, limits)."""
     out: list[dict[str, Any]] = []
@@ -97,8 +103,7 @@ def diff(before: RiskCenterPayload | None, after: RiskCenterPayload) -> list[dic
     as_of = after.as_of.isoformat().replace("+00:00", "Z")
     for c in out:
         c["as_of"] = as_of
-        key = json.dumps([c["scope"], c["account"], c["before"], c["after"], as_of], sort_keys=True)
-        c["change_id"] = "th-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+        c["change_id"] = change_id(c["scope"], c["account"], c["before"], c["after"], as_of)
     return out
 
 
