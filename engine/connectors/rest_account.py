@@ -54,6 +54,13 @@ class AccountsPayload(Strict):
     accounts: list[Account]
 
 
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise Refused(f"not valid JSON ({exc})") from None
+
+
 PARSE_CHUNK = 500  # accounts validated between two turns of the event loop
 _ACCOUNTS = TypeAdapter(list[Account])
 
@@ -171,10 +178,7 @@ class RestAccountSource(AccountSourceBase):
         """`parse`, validating a large payload PARSE_CHUNK accounts at a time with the event loop
         let in between, so a 10k-account poll does not stall the guard's loop for half a second.
         Still refused whole, with the same error locations."""
-        try:
-            data: Any = json.loads(body)
-        except ValueError as exc:
-            raise Refused(f"not valid JSON ({exc})") from None
+        data = _decode(body)
         accounts = data.get("accounts") if isinstance(data, dict) else None
         if not isinstance(accounts, list) or len(accounts) <= PARSE_CHUNK:
             return self.parse_data(data)
@@ -196,11 +200,7 @@ class RestAccountSource(AccountSourceBase):
 
     def parse(self, body: bytes) -> tuple[tuple[Account, ...], str]:
         """Validate a payload whole; Refused names the first problems."""
-        try:
-            data: Any = json.loads(body)
-        except ValueError as exc:
-            raise Refused(f"not valid JSON ({exc})") from None
-        return self.parse_data(data)
+        return self.parse_data(_decode(body))
 
     def parse_data(self, data: Any) -> tuple[tuple[Account, ...], str]:
         try:
