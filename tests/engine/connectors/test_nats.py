@@ -196,13 +196,23 @@ async def test_ticks_from_nats_are_another_price_source(nats_server, insts, wall
     nc = await nats.connect(nats_server.url)
     try:
         assert await src.link.wait_ready(5) and src.connected
+        # A probe on the subject (a symbol capguard does not know: ignored), repeated until it
+        # arrives: the subscription is live at the server before the messages under test are sent.
+        for _ in range(100):
+            await nc.publish("capguard.ticks.XYZUSDT", json.dumps(tick("XYZUSDT", 1.0, TS)).encode())
+            await nc.flush()
+            if await wait_until(lambda: src.counters["messages"] > 0, timeout=0.1):
+                break
+        assert await wait_until(lambda: src.counters["ignored"] >= 1)
+        src.counters.update(accepted=0, refused=0)
         await nc.publish("capguard.ticks.BTCUSDT", json.dumps(tick("BTCUSDT", 64000.0, TS)).encode())
         batch = {"ticks": [tick("ETHUSDT", 3400.0, TS), tick("SOLUSDT", 150.0, TS)]}
         await nc.publish("capguard.ticks.batch", json.dumps(batch).encode())
         await nc.publish("capguard.ticks.BTCUSDT", b"{broken")
         await nc.publish("capguard.ticks.BTCUSDT", json.dumps(tick("BTCUSDT", 0, TS)).encode())
         await nc.flush()
-        assert await wait_until(lambda: src.counters["accepted"] == 3 and src.counters["refused"] == 2, timeout=15)
+        ok = await wait_until(lambda: src.counters["accepted"] == 3 and src.counters["refused"] == 2, timeout=15)
+        assert ok, src.counters
         ids, prices, _ = src.poll(wall.now())
         assert [src.symbols[i] for i in ids] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"] and prices.tolist()[0] == 64000.0
         assert "not valid JSON" in caplog.text and "mark must be a positive" in caplog.text
