@@ -51,6 +51,18 @@ async def stream_messages(url: str, stream: str = "CAPGUARD") -> list[tuple[str,
         await nc.close()
 
 
+async def until_delivered(nc: Any, subject: str, payload: Any, received: Any) -> None:
+    """Publish a probe until the source has received something: under load the first messages
+    after a subscriber connects were sometimes not delivered, so the messages under test are
+    sent only once the subscription is seen to be live."""
+    for _ in range(100):
+        await nc.publish(subject, json.dumps(payload).encode())
+        await nc.flush()
+        if await wait_until(lambda: received() > 0, timeout=0.1):
+            return
+    raise AssertionError(f"nothing arrived on {subject}")
+
+
 def test_routes_and_message_ids():
     assert route({"type": "transition", "account": "d1 core.01"}) == ("capguard.risk.d1_core_01", None)
     assert route({"type": "data", "account": "a"}) == ("capguard.risk.a", None)
@@ -196,14 +208,8 @@ async def test_ticks_from_nats_are_another_price_source(nats_server, insts, wall
     nc = await nats.connect(nats_server.url)
     try:
         assert await src.link.wait_ready(5) and src.connected
-        # A probe on the subject (a symbol capguard does not know: ignored), repeated until it
-        # arrives: the subscription is live at the server before the messages under test are sent.
-        for _ in range(100):
-            await nc.publish("capguard.ticks.XYZUSDT", json.dumps(tick("XYZUSDT", 1.0, TS)).encode())
-            await nc.flush()
-            if await wait_until(lambda: src.counters["messages"] > 0, timeout=0.1):
-                break
-        assert await wait_until(lambda: src.counters["ignored"] >= 1)
+        # a symbol capguard does not know: ignored
+        await until_delivered(nc, "capguard.ticks.XYZUSDT", tick("XYZUSDT", 1.0, TS), lambda: src.counters["messages"])
         src.counters.update(accepted=0, refused=0)
         await nc.publish("capguard.ticks.BTCUSDT", json.dumps(tick("BTCUSDT", 64000.0, TS)).encode())
         batch = {"ticks": [tick("ETHUSDT", 3400.0, TS), tick("SOLUSDT", 150.0, TS)]}
@@ -229,6 +235,8 @@ async def test_account_updates_from_nats(nats_server, insts, sim_clock, caplog):
     nc = await nats.connect(nats_server.url)
     try:
         assert await src.link.wait_ready(5)
+        await until_delivered(nc, "capguard.accounts.probe", {"probe": True}, lambda: src.counters["polls"])
+        src.counters.update(applied=0, refused=0)  # the probe was refused
         account = {
             "id": "acct-1",
             "wallet_balance": 1000.0,
